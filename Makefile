@@ -1,0 +1,45 @@
+# coreml-diarize — one command to set up and build, one to test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+OUT    ?= artifacts
+# Default weights: seeded random, calibrated (no hub reachable here). For real weights, e.g.
+#   make models SOURCE=hf:pyannote/segmentation-3.0 EMBEDDING_SOURCE=hf:pyannote/wespeaker-voxceleb-resnet34-LM
+SOURCE ?= random:0
+EMBEDDING_SOURCE ?= $(SOURCE)
+STAMP   = $(VENV)/.installed
+
+.PHONY: setup models test lint format bench clean
+
+setup: $(STAMP)
+
+# torch and torchaudio must be a matching pair (pyannote.audio imports torchaudio)
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $(STAMP)
+
+models: $(STAMP)
+	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: $(STAMP)
+	@mkdir -p $(OUT)/benchmarks
+	@for b in benchmarks/bench_*.py; do \
+		echo "== $$b"; $(BIN)/python $$b --out $(OUT)/benchmarks/$$(basename $$b .py).json || exit 1; \
+	done
+
+clean:
+	find $(OUT) -mindepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,190 @@
+"""Spec-driven conversion: wrapper -> torch.jit.trace -> ct.convert -> metadata -> atomic save.
+
+Generic over models: everything model-specific comes from the `ModelSpec` (I/O names and
+shapes, wrapper, descriptions) and the `BuildContext` (weights, geometry, options).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from coreml_diarize.atomic import atomic_path
+from coreml_diarize.errors import DiarizeError
+from coreml_diarize.mlpackage import make_deterministic, package_size
+
+from .metadata import AUTHOR, artifact_metadata
+
+PRECISIONS = ("fp32", "fp16", "fp16-selective")
+DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+
+# Ops kept in fp32 by "fp16-selective": numerically sensitive ones (logs, exponentials, norms,
+# reductions, pooling statistics), as reference converters in the field do.
+FP32_SENSITIVE_OPS = frozenset(
+    {
+        "log",
+        "exp",
+        "softmax",
+        "sqrt",
+        "rsqrt",
+        "pow",
+        "real_div",
+        "instance_norm",
+        "layer_norm",
+        "batch_norm",
+        "reduce_sum",
+        "reduce_mean",
+        "reduce_max",
+        "reduce_log_sum_exp",
+        "reduce_l2_norm",
+    }
+)
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    key: str
+    path: Path
+    precision: str
+    seconds: float
+    size_bytes: int
+
+
+@contextlib.contextmanager
+def quiet_coremltools() -> Iterator[None]:
+    """coremltools warns at length on Linux (no libcoremlpython, untested torch version...):
+    keep a converter's output clean, restoring the previous state afterwards."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        # its tqdm progress bars read TQDM_DISABLE only at import, so silence stderr instead
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def trace_inputs(spec, geometry, seed: int = 0) -> tuple:
+    """Deterministic example tensors with the spec's default shapes (values only steer tracing)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    shapes = spec.input_shapes(geometry)
+    return tuple(
+        torch.from_numpy((rng.standard_normal(shapes[t.name]) * 0.1).astype(np.float32))
+        for t in spec.inputs
+    )
+
+
+def _ct_inputs(spec, geometry):
+    import coremltools as ct
+
+    out = []
+    for t in spec.inputs:
+        shape = list(geometry.resolve(t.shape))
+        for axis, (lo, hi) in t.flexible.items():
+            shape[axis] = ct.RangeDim(lower_bound=lo, upper_bound=hi, default=shape[axis])
+        out.append(ct.TensorType(name=t.name, shape=ct.Shape(shape=tuple(shape)), dtype=np.float32))
+    return out
+
+
+def _target(name: str):
+    import coremltools as ct
+
+    if name not in DEPLOYMENT_TARGETS:
+        raise DiarizeError(
+            f"unknown deployment target '{name}' (choose from {', '.join(DEPLOYMENT_TARGETS)})"
+        )
+    return getattr(ct.target, name)
+
+
+def _compute_precision(precision: str):
+    import coremltools as ct
+
+    if precision == "fp32":
+        return ct.precision.FLOAT32
+    if precision == "fp16":
+        return ct.precision.FLOAT16
+    if precision == "fp16-selective":
+        return ct.transform.FP16ComputePrecision(
+            op_selector=lambda op: op.op_type not in FP32_SENSITIVE_OPS
+        )
+    raise DiarizeError(f"unknown precision '{precision}' (choose from {', '.join(PRECISIONS)})")
+
+
+def to_mlmodel(spec, ctx):
+    """Trace the spec's wrapper and convert it to an in-memory ct.models.MLModel with metadata."""
+    import coremltools as ct
+    import torch
+
+    precision = ctx.options.precision
+    wrapper = spec.build_wrapper(ctx).eval()
+    example = trace_inputs(spec, ctx.geometry)
+    with quiet_coremltools(), torch.no_grad():
+        traced = torch.jit.trace(wrapper, example, check_trace=False)
+        mlmodel = ct.convert(
+            traced,
+            inputs=_ct_inputs(spec, ctx.geometry),
+            outputs=[ct.TensorType(name=t.name, dtype=np.float32) for t in spec.outputs],
+            convert_to="mlprogram",
+            compute_precision=_compute_precision(precision),
+            minimum_deployment_target=_target(ctx.options.minimum_deployment_target),
+        )
+    describe(mlmodel, spec, ctx, precision=precision)
+    return mlmodel
+
+
+def describe(
+    mlmodel, spec, ctx, *, precision: str, compression: str = "none", recipe: dict | None = None
+) -> None:
+    """Author, license, version, descriptions and provenance keys, in place."""
+    from coreml_diarize import __version__
+
+    mlmodel.author = AUTHOR
+    mlmodel.license = spec.license_note or "see source weights"
+    mlmodel.version = __version__
+    mlmodel.short_description = spec.description
+    for t in spec.inputs:
+        mlmodel.input_description[t.name] = t.description
+    for t in spec.outputs:
+        mlmodel.output_description[t.name] = t.description
+    # coremltools stamps the conversion date: drop it, or the same inputs give different bytes
+    mlmodel.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
+    mlmodel.user_defined_metadata.update(
+        artifact_metadata(
+            spec=spec, ctx=ctx, precision=precision, compression=compression, recipe=recipe
+        )
+    )
+
+
+def save_mlmodel(mlmodel, target: Path) -> Path:
+    """Save atomically with deterministic package identifiers."""
+    with quiet_coremltools(), atomic_path(target) as tmp:
+        mlmodel.save(str(tmp))
+        make_deterministic(tmp)
+    return target
+
+
+def convert_model(spec, ctx, out_dir: Path, *, filename: str | None = None) -> ConversionResult:
+    """Convert one model of the registry into `out_dir/<filename>.mlpackage`."""
+    start = time.perf_counter()
+    mlmodel = to_mlmodel(spec, ctx)
+    target = Path(out_dir) / f"{filename or spec.filename}.mlpackage"
+    save_mlmodel(mlmodel, target)
+    return ConversionResult(
+        key=spec.key,
+        path=target,
+        precision=ctx.options.precision,
+        seconds=time.perf_counter() - start,
+        size_bytes=package_size(target),
+    )

@@ -1,0 +1,197 @@
+"""Reading saved .mlpackages back (works on Linux: no Core ML runtime needed) and hashing them."""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError
+
+# Fixed namespace: package item identifiers become a function of the item's path, so the same
+# model saved twice gives byte-identical packages (coremltools writes random UUIDs otherwise).
+_ITEM_NAMESPACE = uuid.UUID("5d1c9a64-3f0e-4b8e-9d57-2c3f6c0a9e11")
+
+
+def make_deterministic(package: Path) -> None:
+    """Replace the random item UUIDs in Manifest.json by UUIDv5s of each item's path."""
+    manifest_path = Path(package) / "Manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    renamed = {
+        old: str(uuid.uuid5(_ITEM_NAMESPACE, info["path"]))
+        for old, info in manifest["itemInfoEntries"].items()
+    }
+    manifest["itemInfoEntries"] = {
+        renamed[k]: v for k, v in sorted(manifest["itemInfoEntries"].items())
+    }
+    manifest["rootModelIdentifier"] = renamed[manifest["rootModelIdentifier"]]
+    manifest["itemInfoEntries"] = dict(sorted(manifest["itemInfoEntries"].items()))
+    manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
+
+
+def package_files(package: Path) -> list[Path]:
+    return sorted(p for p in Path(package).rglob("*") if p.is_file())
+
+
+def package_size(package: Path) -> int:
+    return sum(p.stat().st_size for p in package_files(package))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tree_hash(package: Path) -> tuple[str, dict[str, str]]:
+    """SHA-256 of every file, and one hash over the sorted (relative path, file hash) list."""
+    package = Path(package)
+    files = {p.relative_to(package).as_posix(): file_sha256(p) for p in package_files(package)}
+    digest = hashlib.sha256()
+    for rel, sha in sorted(files.items()):
+        digest.update(f"{rel}\0{sha}\n".encode())
+    return digest.hexdigest(), files
+
+
+def check_package(path: Path) -> Path:
+    """Structural checks with one clear error: exists, Manifest.json parses, files present."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"mlpackage not found: {path}")
+    if not path.is_dir() or not (path / "Manifest.json").is_file():
+        raise ArtifactError(f"not an .mlpackage (no Manifest.json): {path}")
+    try:
+        manifest = json.loads((path / "Manifest.json").read_text())
+        entries = manifest["itemInfoEntries"]
+        root = entries[manifest["rootModelIdentifier"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"corrupt Manifest.json in {path}") from exc
+    for info in entries.values():
+        item = path / "Data" / info["path"]
+        if not item.exists():
+            raise ArtifactError(f"{path.name}: missing {info['path']}")
+    if not (path / "Data" / root["path"]).is_file():
+        raise ArtifactError(f"{path.name}: missing model specification")
+    return path
+
+
+def load_mlmodel(path: Path):
+    """ct.models.MLModel without a Core ML runtime, with structural checks first."""
+    import coremltools as ct
+
+    from .converters.convert import quiet_coremltools
+
+    check_package(path)
+    try:
+        with quiet_coremltools():
+            return ct.models.MLModel(str(path), skip_model_load=True)
+    except Exception as exc:
+        raise ArtifactError(
+            f"cannot read {path}: {exc.__class__.__name__}: {str(exc)[:160]}"
+        ) from exc
+
+
+def load_program(path: Path):
+    """The saved MIL program (pymil Program), read from disk through coremltools' own loader."""
+    from coremltools.converters.mil.frontend.milproto.load import load
+
+    from .converters.convert import quiet_coremltools
+
+    mlmodel = load_mlmodel(path)
+    spec = mlmodel.get_spec()
+    if not spec.HasField("mlProgram"):
+        raise ArtifactError(
+            f"{path} is not an ML program (neural network models are not supported)"
+        )
+    try:
+        with quiet_coremltools():
+            return load(spec, spec.specificationVersion, mlmodel.weights_dir)
+    except Exception as exc:
+        raise ArtifactError(f"cannot load the MIL program of {path}: {str(exc)[:160]}") from exc
+
+
+def iter_ops(block):
+    for op in block.operations:
+        yield op
+        for inner in op.blocks:
+            yield from iter_ops(inner)
+
+
+def op_histogram(program) -> collections.Counter:
+    return collections.Counter(op.op_type for op in iter_ops(program.functions["main"]))
+
+
+@dataclass
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    flexible: dict[int, tuple[int, int]] = field(default_factory=dict)
+    description: str = ""
+
+
+@dataclass
+class PackageInfo:
+    path: Path
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+    metadata: dict[str, str]
+    author: str
+    license: str
+    version: str
+    description: str
+    op_histogram: dict[str, int]
+    size_bytes: int
+    specification_version: int
+
+    def as_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        d = asdict(self)
+        d["path"] = str(self.path)
+        return d
+
+
+_DTYPES = {65568: "float32", 65552: "float16", 131104: "int32", 65600: "float64"}
+
+
+def _tensor_info(feature) -> TensorInfo:
+    arr = feature.type.multiArrayType
+    shape = tuple(int(d) for d in arr.shape)
+    flexible = {}
+    if arr.WhichOneof("ShapeFlexibility") == "shapeRange":
+        for axis, rng in enumerate(arr.shapeRange.sizeRanges):
+            if rng.lowerBound != rng.upperBound:
+                flexible[axis] = (int(rng.lowerBound), int(rng.upperBound))
+    return TensorInfo(
+        feature.name,
+        shape,
+        _DTYPES.get(arr.dataType, str(arr.dataType)),
+        flexible,
+        feature.shortDescription,
+    )
+
+
+def inspect_package(path: Path) -> PackageInfo:
+    mlmodel = load_mlmodel(path)
+    spec = mlmodel.get_spec()
+    desc = spec.description
+    return PackageInfo(
+        path=Path(path),
+        inputs=[_tensor_info(f) for f in desc.input],
+        outputs=[_tensor_info(f) for f in desc.output],
+        metadata=dict(desc.metadata.userDefined),
+        author=desc.metadata.author,
+        license=desc.metadata.license,
+        version=desc.metadata.versionString,
+        description=desc.metadata.shortDescription,
+        op_histogram=dict(sorted(op_histogram(load_program(path)).items())),
+        size_bytes=package_size(Path(path)),
+        specification_version=spec.specificationVersion,
+    )

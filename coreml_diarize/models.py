@@ -1,0 +1,182 @@
+"""The five models, declared once each. Every stage reads these declarations (see specs.py).
+
+Each entry names its wrapper (wrappers/), its independent reference (validation/references*),
+its deterministic validation inputs and its tolerances per precision / compression recipe.
+Heavy modules are imported inside the small adapter functions so listing specs stays cheap.
+"""
+
+from __future__ import annotations
+
+from .specs import ModelSpec, TensorSpec, Tolerance
+
+
+def _lazy(module: str, name: str):
+    """`coreml_diarize.<module>.<name>`, imported on first call (keeps listing specs cheap)."""
+
+    def call(ctx):
+        import importlib
+
+        return getattr(importlib.import_module(f"coreml_diarize.{module}"), name)(ctx)
+
+    return call
+
+
+SEGMENTATION = ModelSpec(
+    key="segmentation",
+    filename="pyannote_segmentation",
+    role="core",
+    description="pyannote segmentation-3.0 (PyanNet): 10 s audio -> per-frame powerset log-probabilities",
+    weights="segmentation",
+    inputs=(
+        TensorSpec("audio", (1, 1, "samples"), "10 s of 16 kHz mono audio, float32 in [-1, 1]"),
+    ),
+    outputs=(
+        TensorSpec(
+            "segments",
+            (1, "frames", "classes"),
+            "powerset log-probabilities per frame (classes: {}, {1}, {2}, {3}, {1,2}, {1,3}, {2,3})",
+        ),
+    ),
+    build_wrapper=_lazy("wrappers.segmentation", "build_wrapper"),
+    build_reference=_lazy("validation.reference_segmentation", "segmentation_reference"),
+    example_inputs=_lazy("validation.reference_segmentation", "segmentation_inputs"),
+    tolerances={
+        "fp32": {
+            "segments": Tolerance(
+                max_abs=1e-4, min_argmax_agreement=0.999, min_reference_spread=0.05
+            )
+        },
+        "fp16": {
+            "segments": Tolerance(max_abs=0.1, min_argmax_agreement=0.98, min_reference_spread=0.05)
+        },
+        "palettize": {
+            "segments": Tolerance(max_abs=0.5, min_argmax_agreement=0.95, min_reference_spread=0.05)
+        },
+        "linear": {
+            "segments": Tolerance(max_abs=0.5, min_argmax_agreement=0.95, min_reference_spread=0.05)
+        },
+    },
+    license_note="MIT (pyannote/segmentation-3.0)",
+)
+
+EMBEDDING = ModelSpec(
+    key="embedding",
+    filename="wespeaker_v2",
+    role="core",
+    description="WeSpeaker ResNet34 speaker embedding (pyannote): audio + frame masks -> 256-d embeddings",
+    weights="embedding",
+    inputs=(
+        TensorSpec(
+            "waveform", ("embedding_batch", "samples"), "one 10 s, 16 kHz waveform per speaker slot"
+        ),
+        TensorSpec(
+            "mask", ("embedding_batch", "frames"), "per-segmentation-frame weights per speaker slot"
+        ),
+    ),
+    outputs=(
+        TensorSpec(
+            "embedding", ("embedding_batch", "embedding_dim"), "raw (not L2-normalised) embeddings"
+        ),
+    ),
+    build_wrapper=_lazy("wrappers.embedding", "build_wrapper"),
+    build_reference=_lazy("validation.reference_embedding", "embedding_reference"),
+    example_inputs=_lazy("validation.reference_embedding", "embedding_inputs"),
+    tolerances={
+        "fp32": {"embedding": Tolerance(min_cosine=0.9999, min_reference_spread=0.05)},
+        "fp16": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
+        "palettize": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
+        "linear": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
+    },
+    license_note="CC-BY-4.0 (pyannote/wespeaker-voxceleb-resnet34-LM)",
+)
+
+_EXACT = Tolerance(max_abs=0.0)
+
+POSTPROCESSOR = ModelSpec(
+    key="postprocessor",
+    filename="powerset_postprocessor",
+    role="auxiliary",
+    description="powerset log-probabilities -> hard per-speaker masks (argmax, one-hot, mapping)",
+    weights=None,
+    inputs=(TensorSpec("segments", (1, "frames", "classes"), "powerset log-probabilities"),),
+    outputs=(
+        TensorSpec("speaker_masks", (1, "frames", "speakers"), "1.0 where a speaker is active"),
+    ),
+    build_wrapper=_lazy("wrappers.powerset", "build_wrapper"),
+    build_reference=_lazy("validation.reference_aux", "postprocessor_reference"),
+    example_inputs=_lazy("validation.reference_aux", "postprocessor_inputs"),
+    tolerances={"fp32": {"speaker_masks": _EXACT}, "fp16": {"speaker_masks": _EXACT}},
+    license_note="MIT",
+)
+
+PREPROCESSOR = ModelSpec(
+    key="preprocessor",
+    filename="embedding_preprocessor",
+    role="auxiliary",
+    description="audio + speaker masks -> per-speaker waveforms and overlap-free masks",
+    weights=None,
+    inputs=(
+        TensorSpec("audio", (1, 1, "samples"), "10 s of 16 kHz mono audio"),
+        TensorSpec("speaker_masks", (1, "frames", "speakers"), "hard per-speaker masks"),
+    ),
+    outputs=(
+        TensorSpec("waveform", ("speakers", "samples"), "the audio, once per speaker slot"),
+        TensorSpec("mask", ("speakers", "frames"), "per-speaker mask without overlapped frames"),
+    ),
+    build_wrapper=_lazy("wrappers.preprocessor", "build_wrapper"),
+    build_reference=_lazy("validation.reference_aux", "preprocessor_reference"),
+    example_inputs=_lazy("validation.reference_aux", "preprocessor_inputs"),
+    tolerances={
+        "fp32": {"waveform": _EXACT, "mask": _EXACT},
+        "fp16": {"waveform": Tolerance(max_abs=1e-3), "mask": _EXACT},
+    },
+    license_note="MIT",
+)
+
+POST_EMBEDDING = ModelSpec(
+    key="post-embedding",
+    filename="unified_post_embedding",
+    role="auxiliary",
+    description="embeddings + speaker database + masks -> cosine distances, activity, validity",
+    weights=None,
+    inputs=(
+        TensorSpec("embedding", ("speakers", "embedding_dim"), "raw speaker embeddings"),
+        TensorSpec(
+            "speaker_db",
+            (1, "embedding_dim"),
+            "known speakers' embeddings, one per row (one zero row = empty database)",
+            flexible={0: (1, 1024)},
+        ),
+        TensorSpec("speaker_masks", (1, "frames", "speakers"), "hard per-speaker masks"),
+    ),
+    outputs=(
+        TensorSpec("distances", ("speakers", 1), "1 - cosine similarity to every database row"),
+        TensorSpec("activity", ("speakers",), "active frames per speaker"),
+        TensorSpec("valid", ("speakers",), "1.0 where activity >= min_activity_frames"),
+        TensorSpec(
+            "filtered_masks", (1, "frames", "speakers"), "masks with too-short speakers zeroed"
+        ),
+    ),
+    build_wrapper=_lazy("wrappers.post_embedding", "build_wrapper"),
+    build_reference=_lazy("validation.reference_aux", "post_embedding_reference"),
+    example_inputs=_lazy("validation.reference_aux", "post_embedding_inputs"),
+    tolerances={
+        "fp32": {
+            "distances": Tolerance(max_abs=1e-5),
+            "activity": _EXACT,
+            "valid": _EXACT,
+            "filtered_masks": _EXACT,
+        },
+        "fp16": {
+            "distances": Tolerance(max_abs=5e-3),
+            "activity": _EXACT,
+            "valid": _EXACT,
+            "filtered_masks": _EXACT,
+        },
+    },
+    license_note="MIT",
+)
+
+
+def all_specs() -> tuple[ModelSpec, ...]:
+    return (SEGMENTATION, POSTPROCESSOR, PREPROCESSOR, EMBEDDING, POST_EMBEDDING)

@@ -1,0 +1,370 @@
+"""Weight sources: seeded random (calibrated), a local pyannote checkpoint, or the HF hub cache.
+
+Every converter gets its weights here, and every artifact records where they came from
+(`Provenance`). Loading a real checkpoint goes through pyannote's own `Model.from_pretrained`,
+after a safe pre-check: pyannote unpickles with `weights_only=False`, which can execute code, so
+a checkpoint must first load with torch's restricted unpickler (plus an allow-list of pyannote's
+plain data classes) unless the user explicitly trusts it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import re
+import zipfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import SourceError
+
+FAMILIES = ("segmentation", "embedding")
+DEFAULT_SEED = 0
+CHECKPOINT_NAME = "pytorch_model.bin"  # pyannote's AssetFileName.Model
+
+# The architectures exactly as pyannote/segmentation-3.0 and pyannote's WeSpeaker ResNet34 are built.
+SEGMENTATION_3_0 = {
+    "sincnet": {"stride": 10},
+    "lstm": {
+        "hidden_size": 128,
+        "num_layers": 4,
+        "bidirectional": True,
+        "monolithic": True,
+        "dropout": 0.5,
+    },
+    "linear": {"hidden_size": 128, "num_layers": 2},
+    "sample_rate": 16000,
+    "num_channels": 1,
+}
+SEGMENTATION_SPEAKERS = 3
+SEGMENTATION_MAX_PER_FRAME = 2
+SEGMENTATION_DURATION_S = 10.0
+EXPECTED_CLASS = {"segmentation": "PyanNet", "embedding": "WeSpeakerResNet34"}
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A parsed `--source` value."""
+
+    kind: str  # "random" | "local" | "hf"
+    text: str
+    seed: int | None = None
+    path: Path | None = None
+    repo: str | None = None
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    family: str
+    kind: str  # random | local | hf
+    location: str  # random-init:<seed> | file path | hf repo id
+    revision: str | None  # hub commit, when known
+    sha256: str | None  # of the checkpoint file
+    seed: int | None
+    trained: bool
+    calibration: str | None = None  # how random weights were calibrated
+
+    def as_metadata(self) -> dict[str, str]:
+        """Flat string metadata for the mlpackage (Core ML user-defined keys are strings)."""
+        ref = f"random-init:{self.seed}" if self.kind == "random" else (self.sha256 or "")
+        out = {
+            "source.kind": self.kind,
+            "source.location": self.location,
+            "source.revision": self.revision or "",
+            "source.sha256": ref,
+            "source.trained": "true" if self.trained else "false",
+        }
+        if self.calibration:
+            out["source.calibration"] = self.calibration
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LoadedWeights:
+    family: str
+    model: Any  # a pyannote.audio Model, in eval mode
+    provenance: Provenance
+
+
+def parse_source(text: str) -> SourceSpec:
+    """`random[:SEED]`, `hf:OWNER/REPO[@REVISION]`, or a path to a checkpoint file/directory."""
+    text = (text or "").strip()
+    if not text:
+        raise SourceError(
+            "empty --source (use random[:SEED], hf:OWNER/REPO[@REV] or a checkpoint path)"
+        )
+    if text == "random" or text.startswith("random:"):
+        seed_text = text.partition(":")[2] or str(DEFAULT_SEED)
+        if not re.fullmatch(r"\d+", seed_text):
+            raise SourceError(f"random seed must be a non-negative integer, got '{seed_text}'")
+        return SourceSpec(kind="random", text=text, seed=int(seed_text))
+    if text.startswith("hf:"):
+        repo, _, revision = text[3:].partition("@")
+        if not re.fullmatch(r"[\w.\-]+/[\w.\-]+", repo):
+            raise SourceError(f"hub source must look like hf:OWNER/REPO[@REVISION], got '{text}'")
+        return SourceSpec(kind="hf", text=text, repo=repo, revision=revision or None)
+    return SourceSpec(kind="local", text=text, path=Path(text).expanduser())
+
+
+def load_weights(
+    family: str,
+    source: str | SourceSpec,
+    *,
+    trust_checkpoint: bool = False,
+    cache_dir: Path | None = None,
+) -> LoadedWeights:
+    """Load `family` ("segmentation" | "embedding") weights from `source`, in eval mode."""
+    if family not in FAMILIES:
+        raise SourceError(f"unknown weight family '{family}' (choose from {', '.join(FAMILIES)})")
+    spec = parse_source(source) if isinstance(source, str) else source
+    if spec.kind == "random":
+        return _load_random(family, spec.seed if spec.seed is not None else DEFAULT_SEED)
+    if spec.kind == "hf":
+        path, revision = _hub_checkpoint(spec, cache_dir)
+        model, sha = _load_checkpoint(family, path, trust_checkpoint)
+        prov = Provenance(family, "hf", spec.repo or "", revision, sha, None, True)
+        return LoadedWeights(family, model, prov)
+    assert spec.path is not None
+    path = spec.path / CHECKPOINT_NAME if spec.path.is_dir() else spec.path
+    model, sha = _load_checkpoint(family, path, trust_checkpoint)
+    prov = Provenance(family, "local", str(spec.path), None, sha, None, True)
+    return LoadedWeights(family, model, prov)
+
+
+# --- architectures -------------------------------------------------------------------------
+
+
+def build_architecture(family: str):
+    """The untrained architecture (pyannote's default init from torch's current RNG)."""
+    quiet_pyannote()
+    if family == "segmentation":
+        from pyannote.audio.core.task import Problem, Resolution, Specifications
+        from pyannote.audio.models.segmentation import PyanNet
+
+        model = PyanNet(**SEGMENTATION_3_0)
+        model.specifications = Specifications(
+            problem=Problem.MONO_LABEL_CLASSIFICATION,
+            resolution=Resolution.FRAME,
+            duration=SEGMENTATION_DURATION_S,
+            classes=[f"speaker#{i + 1}" for i in range(SEGMENTATION_SPEAKERS)],
+            powerset_max_classes=SEGMENTATION_MAX_PER_FRAME,
+            permutation_invariant=True,
+        )
+        model.build()
+        return model.eval()
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+    return WeSpeakerResNet34().eval()
+
+
+def quiet_pyannote() -> None:
+    """pyannote sends usage telemetry unless told not to; a converter must never phone home."""
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+
+def _load_random(family: str, seed: int) -> LoadedWeights:
+    import torch
+
+    from .calibration import calibrate
+
+    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
+        torch.manual_seed(seed)
+        model = build_architecture(family)
+    note = calibrate(family, model)
+    prov = Provenance(family, "random", f"random-init:{seed}", None, None, seed, False, note)
+    return LoadedWeights(family, model, prov)
+
+
+# --- checkpoints ---------------------------------------------------------------------------
+
+
+def _allowed_globals() -> list:
+    """pyannote's plain data classes that a genuine checkpoint pickles beside its tensors."""
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+
+    return [Specifications, Problem, Resolution]
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_checkpoint(family: str, path: Path, trust: bool):
+    import torch
+
+    quiet_pyannote()
+    if not path.exists():
+        raise SourceError(f"checkpoint not found: {path}")
+    if not path.is_file():
+        raise SourceError(f"checkpoint is not a file: {path}")
+    if path.stat().st_size == 0:
+        raise SourceError(f"checkpoint is empty: {path}")
+    data = path.read_bytes()
+    if not zipfile.is_zipfile(io.BytesIO(data)) and not trust:
+        # torch.save has written zip archives since 1.6; anything else is a legacy pickle
+        raise SourceError(f"not a PyTorch checkpoint (not a torch.save archive): {path}")
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()):
+            checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if not trust:
+            unsafe = _first_line(str(exc))
+            raise SourceError(
+                f"checkpoint {path} needs full unpickling, which can run arbitrary code "
+                f"({unsafe}); pass --trust-checkpoint only if you trust its origin"
+            ) from exc
+        checkpoint = None
+    except Exception as exc:
+        raise SourceError(
+            f"corrupt or truncated checkpoint {path}: {_first_line(str(exc))}"
+        ) from exc
+
+    if checkpoint is not None:
+        _check_architecture(family, path, checkpoint)
+    from pyannote.audio import Model
+
+    try:
+        model = Model.from_pretrained(io.BytesIO(data), strict=True)
+    except Exception as exc:
+        raise SourceError(f"cannot load checkpoint {path}: {_first_line(str(exc))}") from exc
+    if model is None or type(model).__name__ != EXPECTED_CLASS[family]:
+        got = type(model).__name__ if model is not None else "nothing"
+        raise SourceError(f"checkpoint {path} holds {got}, expected {EXPECTED_CLASS[family]}")
+    return model.eval(), hashlib.sha256(data).hexdigest()
+
+
+def _check_architecture(family: str, path: Path, checkpoint: Any) -> None:
+    if (
+        not isinstance(checkpoint, dict)
+        or "pyannote.audio" not in checkpoint
+        or "state_dict" not in checkpoint
+    ):
+        raise SourceError(
+            f"not a pyannote.audio checkpoint (no pyannote.audio/state_dict entries): {path}"
+        )
+    try:
+        cls = checkpoint["pyannote.audio"]["architecture"]["class"]
+    except (KeyError, TypeError) as exc:
+        raise SourceError(f"pyannote checkpoint without architecture record: {path}") from exc
+    if cls != EXPECTED_CLASS[family]:
+        raise SourceError(
+            f"checkpoint {path} holds {cls}, expected {EXPECTED_CLASS[family]} for {family}"
+        )
+
+
+def _first_line(text: str) -> str:
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    return line[:200]
+
+
+def save_pyannote_checkpoint(model, path: Path) -> Path:
+    """Write `model` in pyannote's own checkpoint format (what `Model.from_pretrained` reads).
+
+    This is what Lightning + pyannote's `on_save_checkpoint` put in a `pytorch_model.bin`, minus
+    trainer state: used to build local checkpoints and a fake hub cache in tests.
+    """
+    import pytorch_lightning as pl
+    import torch
+
+    checkpoint = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": pl.__version__,
+    }
+    try:
+        model.on_save_checkpoint(checkpoint)
+    except Exception:  # models without a task have no specifications to record
+        from pyannote.audio import __version__
+
+        checkpoint["pyannote.audio"] = {
+            "versions": {"pyannote.audio": __version__},
+            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
+            "specifications": None,
+        }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+# --- hub -----------------------------------------------------------------------------------
+
+
+def _hub_checkpoint(spec: SourceSpec, cache_dir: Path | None) -> tuple[Path, str | None]:
+    """Resolve `hf:` through huggingface_hub, honouring HF_HUB_OFFLINE and the cache."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
+    cache = cache_dir or os.environ.get("HF_HUB_CACHE") or None
+    token = os.environ.get("HF_TOKEN") or None
+    where = f"{spec.repo}" + (f"@{spec.revision}" if spec.revision else "")
+    try:
+        local = hf_hub_download(
+            repo_id=spec.repo,
+            filename=CHECKPOINT_NAME,
+            revision=spec.revision,
+            cache_dir=cache,
+            token=token,
+            local_files_only=offline,
+        )
+    except LocalEntryNotFoundError as exc:
+        raise SourceError(
+            f"hub repo {where} is not in the local cache and the hub cannot be reached"
+            + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        ) from exc
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
+        raise SourceError(f"hub repo {where} or its {CHECKPOINT_NAME} was not found") from exc
+    except Exception as exc:  # network errors, bad tokens...: never print the token itself
+        raise SourceError(f"cannot fetch {where} from the hub: {exc.__class__.__name__}") from exc
+    path = Path(local)
+    match = re.search(r"snapshots/([0-9a-f]{40})/", path.as_posix())
+    return path, match.group(1) if match else spec.revision
+
+
+# --- geometry ------------------------------------------------------------------------------
+
+
+def segmentation_geometry(model, *, embedding_dim: int | None = None, embedding_batch: int = 3):
+    """Sizes derived from a PyanNet model: frames and classes are the model's, never literals."""
+    from .specs import Geometry
+
+    spec = model.specifications
+    sample_rate = int(model.hparams.sample_rate)
+    samples = int(round(spec.duration * sample_rate))
+    step = model.receptive_field_center(frame=1) - model.receptive_field_center(frame=0)
+    if embedding_dim is None:
+        embedding_dim = int(build_architecture("embedding").dimension)
+    return Geometry(
+        sample_rate=sample_rate,
+        samples=samples,
+        frames=int(model.num_frames(samples)),
+        classes=int(spec.num_powerset_classes),
+        speakers=len(spec.classes),
+        embedding_dim=embedding_dim,
+        frame_step_s=step / sample_rate,
+        embedding_batch=embedding_batch,
+    )
+
+
+def default_geometry(*, embedding_batch: int = 3):
+    """Geometry of the segmentation-3.0 architecture (independent of its weights)."""
+    return segmentation_geometry(
+        build_architecture("segmentation"), embedding_batch=embedding_batch
+    )

@@ -1,0 +1,145 @@
+"""One declaration per model: the registry every stage (convert, quantize, validate, package) reads.
+
+No stage branches on a model's name: each asks the spec for its wrapper, its reference, its I/O
+and its tolerances. Adding a sixth model means writing one wrapper and one `ModelSpec` here.
+
+Shapes are declared with symbolic dimensions ("frames", "classes", ...) that are resolved against
+a `Geometry` derived from the segmentation architecture itself, so 589 and 7 are never hard-coded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import DiarizeError
+
+if TYPE_CHECKING:  # heavy imports only where used
+    import torch
+
+Dim = int | str
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Sizes every model agrees on, derived from the segmentation model (never hard-coded)."""
+
+    sample_rate: int
+    samples: int  # one chunk: 10 s
+    frames: int  # segmentation frames per chunk (589 for PyanNet on 10 s)
+    classes: int  # powerset classes (7 for 3 speakers, max 2 per frame)
+    speakers: int  # 3
+    embedding_dim: int  # 256 for WeSpeaker ResNet34
+    frame_step_s: float  # seconds between segmentation frames
+    embedding_batch: int = 3  # speaker slots per wespeaker call (the contract's 3)
+
+    def resolve(self, shape: tuple[Dim, ...]) -> tuple[int, ...]:
+        return tuple(d if isinstance(d, int) else int(getattr(self, d)) for d in shape)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    description: str
+    # axis -> (lower, upper) bounds for a flexible dimension; the default size is `shape`'s.
+    flexible: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """What counts as a match for one output. Unset fields are not checked."""
+
+    max_abs: float | None = None
+    min_cosine: float | None = None  # per row of the last axis
+    min_argmax_agreement: float | None = None  # over the last axis
+    # error / spread of the reference across inputs must stay below this (0 < x < 1)
+    max_relative_to_spread: float | None = None
+    # the reference must move at least this much between inputs (else: degenerate weights)
+    min_reference_spread: float | None = None
+
+
+@dataclass(frozen=True)
+class Options:
+    """Conversion-time options shared by all models (recorded in metadata)."""
+
+    precision: str = "fp32"  # fp32 | fp16
+    minimum_deployment_target: str = "iOS17"
+    min_activity_frames: float = 10.0  # unified_post_embedding: valid = activity >= this
+    min_speaker_duration_s: float = 1.0  # unified_post_embedding: shorter speakers zeroed
+    clean_fallback: bool = True  # embedding_preprocessor: pyannote's fallback to the raw mask
+    embedding_batch: int = 3  # wespeaker batch (3 = the contract)
+    flexible_batch: bool = False  # wespeaker: batch 1..32 instead of fixed
+
+    def thresholds(self) -> dict[str, Any]:
+        return {
+            "min_activity_frames": self.min_activity_frames,
+            "min_speaker_duration_s": self.min_speaker_duration_s,
+            "clean_fallback": self.clean_fallback,
+        }
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Everything a wrapper or reference needs: weights (if any), geometry, options."""
+
+    geometry: Geometry
+    options: Options
+    weights: Any = None  # sources.LoadedWeights for models with weights
+
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    key: str  # CLI name
+    filename: str  # artifact stem: <filename>.mlpackage
+    role: str  # "core" | "auxiliary"
+    description: str
+    weights: str | None  # which weight family it needs: "segmentation" | "embedding" | None
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    build_wrapper: Callable[[BuildContext], torch.nn.Module]
+    # an independent implementation (pyannote / numpy) used by validation
+    build_reference: Callable[[BuildContext], Callable[[Arrays], Arrays]]
+    # deterministic named validation inputs
+    example_inputs: Callable[[BuildContext], dict[str, Arrays]]
+    # precision/compression -> output name -> Tolerance ("fp32", "fp16", "palettize8", ...)
+    tolerances: Mapping[str, Mapping[str, Tolerance]]
+    # short names of ops the fp16 converter must keep in fp32 (selective fp16)
+    license_note: str = ""
+
+    def input_shapes(self, geometry: Geometry) -> dict[str, tuple[int, ...]]:
+        return {t.name: geometry.resolve(t.shape) for t in self.inputs}
+
+    def output_shapes(self, geometry: Geometry) -> dict[str, tuple[int, ...]]:
+        return {t.name: geometry.resolve(t.shape) for t in self.outputs}
+
+    def tolerance_for(self, recipe: str) -> Mapping[str, Tolerance]:
+        if recipe in self.tolerances:
+            return self.tolerances[recipe]
+        family = recipe.rstrip("0123456789")
+        if family in self.tolerances:
+            return self.tolerances[family]
+        return self.tolerances["fp16"]
+
+
+def registry() -> dict[str, ModelSpec]:
+    """All models, by CLI key, in pipeline order."""
+    from .models import all_specs
+
+    return {spec.key: spec for spec in all_specs()}
+
+
+def get_spec(key: str) -> ModelSpec:
+    specs = registry()
+    by_file = {s.filename: s for s in specs.values()}
+    if key in specs:
+        return specs[key]
+    if key in by_file:
+        return by_file[key]
+    raise DiarizeError(f"unknown model '{key}' (choose from: {', '.join(specs)})")

@@ -1,0 +1,36 @@
+"""Shared, session-scoped fixtures: loading and converting models is the slow part of the suite."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")  # no telemetry from tests
+os.environ["HF_HUB_OFFLINE"] = "1"  # no network in tests, ever
+
+
+@pytest.fixture(scope="session")
+def seg_weights():
+    from coreml_diarize.sources import load_weights
+
+    return load_weights("segmentation", "random:0")
+
+
+@pytest.fixture(scope="session")
+def seg_ctx(seg_weights):
+    from coreml_diarize.sources import segmentation_geometry
+    from coreml_diarize.specs import BuildContext, Options
+
+    return BuildContext(
+        segmentation_geometry(seg_weights.model, embedding_dim=256), Options(), seg_weights
+    )
+
+
+@pytest.fixture(scope="session")
+def seg_package(seg_ctx, tmp_path_factory):
+    """The fp32 segmentation mlpackage, converted once per session."""
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.specs import get_spec
+
+    return convert_model(get_spec("segmentation"), seg_ctx, tmp_path_factory.mktemp("seg")).path
