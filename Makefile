@@ -8,6 +8,8 @@ OUT    ?= artifacts
 SOURCE ?= random:0
 EMBEDDING_SOURCE ?= $(SOURCE)
 STAMP   = $(VENV)/.installed
+# random weights are labelled untrained; the bundle accepts them only when they were asked for
+ALLOW_UNTRAINED = $(if $(filter random%,$(SOURCE) $(EMBEDDING_SOURCE)),--allow-untrained,)
 
 .PHONY: setup models test lint format bench clean
 
@@ -21,7 +23,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 models: $(STAMP)
-	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT)
+	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) $(ALLOW_UNTRAINED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -21,7 +21,7 @@ from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import make_deterministic, package_size
 
-from .metadata import AUTHOR, artifact_metadata
+from .metadata import AUTHOR, METADATA_PREFIX, artifact_metadata
 
 PRECISIONS = ("fp32", "fp16", "fp16-selective")
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
@@ -140,12 +140,21 @@ def to_mlmodel(spec, ctx):
             compute_precision=_compute_precision(precision),
             minimum_deployment_target=_target(ctx.options.minimum_deployment_target),
         )
-    describe(mlmodel, spec, ctx, precision=precision)
+    # wrappers may state derived constants of their own (e.g. a fallback frame count)
+    extra = {f"wrapper.{k}": str(v) for k, v in getattr(wrapper, "metadata", {}).items()}
+    describe(mlmodel, spec, ctx, precision=precision, extra=extra)
     return mlmodel
 
 
 def describe(
-    mlmodel, spec, ctx, *, precision: str, compression: str = "none", recipe: dict | None = None
+    mlmodel,
+    spec,
+    ctx,
+    *,
+    precision: str,
+    compression: str = "none",
+    recipe: dict | None = None,
+    extra: dict[str, str] | None = None,
 ) -> None:
     """Author, license, version, descriptions and provenance keys, in place."""
     from coreml_diarize import __version__
@@ -165,6 +174,7 @@ def describe(
             spec=spec, ctx=ctx, precision=precision, compression=compression, recipe=recipe
         )
     )
+    mlmodel.user_defined_metadata.update({METADATA_PREFIX + k: v for k, v in (extra or {}).items()})
 
 
 def save_mlmodel(mlmodel, target: Path) -> Path:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sources import default_geometry, load_weights, segmentation_geometry
@@ -28,3 +31,79 @@ def make_context(
     else:
         geometry = default_geometry(embedding_batch=options.embedding_batch)
     return BuildContext(geometry=geometry, options=options, weights=weights)
+
+
+@dataclass
+class BuildSummary:
+    packages: list[Path] = field(default_factory=list)
+    reports: dict[str, bool] = field(default_factory=dict)
+    bundle: Path | None = None
+    zip_path: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# what `make models` quantizes: the two models with weights, 8-bit k-means palettization
+DEFAULT_QUANTIZED = ("segmentation", "embedding")
+
+
+def build_all(
+    out_dir: Path,
+    *,
+    sources: dict[str, str],
+    options: Options | None = None,
+    quantize: bool = True,
+    backend: str = "auto",
+    allow_untrained: bool = False,
+    trust_checkpoint: bool = False,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> BuildSummary:
+    """Every model → 8-bit variants → validation of every package → bundle."""
+    from .bundle import make_bundle, save_report
+    from .converters.convert import convert_model
+    from .errors import ValidationFailed
+    from .quantize.apply import quantize_package
+    from .quantize.recipes import QuantizeConfig
+    from .specs import registry
+    from .validation.report import validate_package
+
+    summary = BuildSummary()
+    out_dir = Path(out_dir)
+    for spec in registry().values():
+        start = time.perf_counter()
+        ctx = make_context(
+            spec,
+            source=sources.get(spec.weights or "", "random"),
+            options=options,
+            trust_checkpoint=trust_checkpoint,
+            cache_dir=cache_dir,
+        )
+        result = convert_model(spec, ctx, out_dir)
+        summary.packages.append(result.path)
+        summary.seconds[f"convert {spec.key}"] = time.perf_counter() - start
+        progress(
+            f"converted {result.path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)"
+        )
+        if quantize and spec.key in DEFAULT_QUANTIZED:
+            start = time.perf_counter()
+            q = quantize_package(result.path, out_dir, QuantizeConfig(mode="palettize", nbits=8))
+            summary.packages.append(q.dst)
+            summary.seconds[f"palettize8 {spec.key}"] = time.perf_counter() - start
+            progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")
+    failed = []
+    for package in summary.packages:
+        start = time.perf_counter()
+        report = validate_package(package, backend=backend, trust_checkpoint=trust_checkpoint)
+        save_report(package, report.to_dict())
+        summary.reports[package.name] = report.passed
+        summary.seconds[f"validate {package.name}"] = time.perf_counter() - start
+        progress(report.table())
+        if not report.passed:
+            failed.append(package.name)
+    if failed:
+        raise ValidationFailed(
+            "validation failed: " + ", ".join(failed) + " (nothing was packaged)"
+        )
+    bundle = make_bundle(summary.packages, out_dir, allow_untrained=allow_untrained)
+    summary.bundle, summary.zip_path = bundle.directory, bundle.zip_path
+    return summary

@@ -183,10 +183,209 @@ def convert(
     default=Path("artifacts"),
     show_default=True,
 )
-@click.pass_context
-def build(ctx: click.Context, out_dir: Path, **source_kw) -> None:
-    """Build every model (what `make models` runs)."""
-    ctx.invoke(convert, models=("all",), out_dir=out_dir, **source_kw)
+@click.option(
+    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
+)
+@click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
+@click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
+def build(
+    source: str,
+    segmentation_source: str | None,
+    embedding_source: str | None,
+    trust_checkpoint: bool,
+    hf_cache: Path | None,
+    out_dir: Path,
+    backend: str,
+    no_quantize: bool,
+    allow_untrained: bool,
+) -> None:
+    """Convert every model, quantize, validate every package, bundle (what `make models` runs)."""
+    import time
+
+    from .atomic import ensure_writable_dir
+    from .build import build_all
+    from .mlpackage import package_size
+
+    start = time.perf_counter()
+    ensure_writable_dir(out_dir)
+    summary = build_all(
+        out_dir,
+        sources={
+            "segmentation": segmentation_source or source,
+            "embedding": embedding_source or source,
+        },
+        quantize=not no_quantize,
+        backend=backend,
+        allow_untrained=allow_untrained,
+        trust_checkpoint=trust_checkpoint,
+        cache_dir=hf_cache,
+        progress=lambda line: click.echo(line),
+    )
+    click.echo(
+        f"\n{len(summary.packages)} packages, all validated ({time.perf_counter() - start:.0f} s):"
+    )
+    for package in summary.packages:
+        click.echo(f"  {package.name:48} {package_size(package) / 1e6:7.2f} MB")
+    click.echo(f"bundle: {summary.bundle}\nzip:    {summary.zip_path}")
+
+
+def _packages(paths: tuple[Path, ...]) -> list[Path]:
+    """mlpackages named directly, or found inside build directories / bundles."""
+    from .errors import ArtifactError
+
+    found: list[Path] = []
+    for path in paths:
+        if path.suffix == ".mlpackage" or (path / "Manifest.json").is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path.glob("*.mlpackage")))
+        else:
+            raise ArtifactError(f"not an .mlpackage or a directory of them: {path}")
+    if not found:
+        raise ArtifactError("no .mlpackage found in " + ", ".join(map(str, paths)))
+    return found
+
+
+def _user_audio(files: tuple[Path, ...], chunk: int) -> dict:
+    """--audio files as 10 s chunks (resampled/downmixed with a notice, short ones padded)."""
+    from .audio import chunks, read_audio
+    from .errors import AudioError
+
+    out = {}
+    for file in files:
+        loaded = read_audio(file)
+        for notice in loaded.notices:
+            click.echo(f"note: {file.name}: {notice}", err=True)
+        if loaded.samples.size < loaded.sample_rate:
+            raise AudioError(f"audio shorter than 1 s: {file}")
+        for i, piece in enumerate(chunks(loaded.samples, chunk)):
+            out[f"{file.stem}#{i}"] = piece
+    return out
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--source",
+    default=None,
+    help="Weights for the reference (default: as recorded in the package).",
+)
+@click.option(
+    "--trust-checkpoint", is_flag=True, help="Allow checkpoints that need full unpickling."
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
+)
+@click.option(
+    "--compute-units",
+    type=click.Choice(["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]),
+    default="all",
+    show_default=True,
+)
+@click.option(
+    "--audio",
+    "audio_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Extra WAV/FLAC inputs.",
+)
+@click.option("--max-abs", type=float, default=None, help="Override the max abs error threshold.")
+@click.option("--min-cosine", type=float, default=None, help="Override the cosine threshold.")
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the JSON report here.",
+)
+@click.option(
+    "--save", is_flag=True, help="Store each report beside its package (what `package` requires)."
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def validate(
+    paths: tuple[Path, ...],
+    source: str | None,
+    trust_checkpoint: bool,
+    backend: str,
+    compute_units: str,
+    audio_files: tuple[Path, ...],
+    max_abs: float | None,
+    min_cosine: float | None,
+    json_path: Path | None,
+    save: bool,
+    quiet: bool,
+) -> None:
+    """Run saved packages against their PyTorch references; exit 6 if any output fails."""
+    from .atomic import atomic_path
+    from .bundle import save_report
+    from .errors import ValidationFailed
+    from .validation.report import validate_package
+
+    packages = _packages(paths)
+    for name, value in (("--max-abs", max_abs), ("--min-cosine", min_cosine)):
+        if value is not None and value < 0:
+            raise DiarizeError(f"{name} must be >= 0")
+    audio = _user_audio(audio_files, 160000) if audio_files else None
+    overrides = {
+        k: v for k, v in (("max_abs", max_abs), ("min_cosine", min_cosine)) if v is not None
+    }
+    progress = None if quiet else (lambda line: click.echo(line, err=True))
+    reports = []
+    for package in packages:
+        report = validate_package(
+            package,
+            source=source,
+            backend=backend,
+            compute_units=compute_units,
+            audio=audio,
+            tolerance_overrides=overrides,
+            trust_checkpoint=trust_checkpoint,
+            progress=progress,
+        )
+        click.echo(report.table())
+        reports.append(report)
+        if save:
+            save_report(package, report.to_dict())
+    if json_path:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(
+                json.dumps([r.to_dict() for r in reports], indent=2, sort_keys=True) + "\n"
+            )
+    failed = [Path(r.package).name for r in reports if not r.passed]
+    if failed:
+        raise ValidationFailed("validation failed: " + ", ".join(failed))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option("--name", default="coreml-diarize-bundle", show_default=True)
+@click.option("--allow-untrained", is_flag=True, help="Package seeded random (untrained) weights.")
+def package(paths: tuple[Path, ...], out_dir: Path, name: str, allow_untrained: bool) -> None:
+    """Bundle validated packages with a manifest (hashes, provenance, validation) and a zip."""
+    from .bundle import make_bundle
+
+    result = make_bundle(_packages(paths), out_dir, name=name, allow_untrained=allow_untrained)
+    for a in result.manifest["artifacts"]:
+        click.echo(f"  {a['name']:45} {a['size_bytes'] / 1e6:7.2f} MB  {a['tree_sha256'][:16]}")
+    click.echo(f"{result.directory}\n{result.zip_path}")
+
+
+@main.command()
+@click.argument("bundle", type=click.Path(path_type=Path))
+def verify(bundle: Path) -> None:
+    """Re-check every file hash of a bundle directory or zip against its manifest."""
+    from .bundle import verify_bundle
+    from .errors import ArtifactError
+
+    problems = verify_bundle(bundle)
+    for problem in problems:
+        click.echo(f"  {problem}", err=True)
+    if problems:
+        raise ArtifactError(
+            f"bundle {bundle} does not match its manifest ({len(problems)} problem(s))"
+        )
+    click.echo(f"{bundle}: all hashes match")
 
 
 @main.command()

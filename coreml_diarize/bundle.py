@@ -1,0 +1,248 @@
+"""Release bundles: the validated packages, a manifest with hashes and provenance, a README, a zip.
+
+Deterministic: the manifest has no timestamps, files are listed in sorted order, and the zip
+uses fixed timestamps and permissions, so the same packages give a byte-identical bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .atomic import atomic_path
+from .errors import ArtifactError, DiarizeError
+from .mlpackage import inspect_package, tree_hash
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+REPORT_SUFFIX = ".validation.json"
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def report_path(package: Path) -> Path:
+    """Where `validate --save` / `build` keep a package's validation report (beside it)."""
+    return Path(package).with_name(Path(package).name + REPORT_SUFFIX)
+
+
+def save_report(package: Path, report_dict: dict) -> Path:
+    """Store a validation report beside its package, tagged with the package's tree hash so a
+    report can never vouch for a package that changed after it was validated."""
+    target = report_path(package)
+    payload = dict(report_dict, package_tree_sha256=tree_hash(package)[0])
+    with atomic_path(target) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    return target
+
+
+@dataclass
+class BundleResult:
+    directory: Path
+    zip_path: Path
+    manifest: dict
+
+
+def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
+    info = inspect_package(package)
+    meta = {
+        k.removeprefix("coreml_diarize."): v
+        for k, v in info.metadata.items()
+        if k.startswith("coreml_diarize.")
+    }
+    if "model" not in meta:
+        raise ArtifactError(
+            f"{package.name} was not built by coreml-diarize (no provenance metadata)"
+        )
+    if meta.get("source.trained") == "false" and not allow_untrained:
+        raise DiarizeError(
+            f"{package.name} holds untrained ({meta.get('source.location')}) weights; "
+            "pass --allow-untrained to package it anyway"
+        )
+    tree, files = tree_hash(package)
+    rp = report_path(package)
+    if not rp.is_file():
+        raise DiarizeError(
+            f"{package.name} has no validation report ({rp.name}); run `coreml-diarize validate --save` first"
+        )
+    report = json.loads(rp.read_text())
+    if report.get("package_tree_sha256") != tree:
+        raise DiarizeError(
+            f"{package.name} changed after it was validated (stale {rp.name}); validate it again"
+        )
+    if not report.get("passed"):
+        raise DiarizeError(f"{package.name} failed validation; refusing to package it")
+    return {
+        "name": package.name,
+        "model": meta["model"],
+        "role": meta.get("role"),
+        "description": info.description,
+        "inputs": [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "flexible": t.flexible}
+            for t in info.inputs
+        ],
+        "outputs": [
+            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in info.outputs
+        ],
+        "precision": meta.get("precision"),
+        "compression": meta.get("compression"),
+        "recipe": json.loads(meta.get("recipe", "{}")),
+        "thresholds": json.loads(meta.get("thresholds", "{}")),
+        "size_bytes": info.size_bytes,
+        "tree_sha256": tree,
+        "files": files,
+        "source": {
+            k.removeprefix("source."): v for k, v in meta.items() if k.startswith("source.")
+        },
+        "validation": {
+            "passed": True,
+            "backend": report.get("backend"),
+            "recipe": report.get("recipe"),
+            "inputs": sorted(c["input"] for c in report.get("cases", [])),
+            "summary": report.get("summary"),
+        },
+        "toolkit": {
+            "version": meta.get("toolkit.version"),
+            "git_revision": meta.get("toolkit.git_revision"),
+        },
+        "versions": {
+            k.removeprefix("versions."): v for k, v in meta.items() if k.startswith("versions.")
+        },
+    }
+
+
+def build_manifest(packages: list[Path], *, allow_untrained: bool = False) -> dict:
+    entries = [_artifact_entry(p, allow_untrained) for p in sorted(packages, key=lambda p: p.name)]
+    if not entries:
+        raise DiarizeError("no .mlpackage to bundle")
+    first = entries[0]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "toolkit": first["toolkit"],
+        "versions": first["versions"],
+        "trained": all(
+            e["source"].get("trained") == "true"
+            for e in entries
+            if e["source"].get("kind") != "none"
+        ),
+        "artifacts": entries,
+    }
+
+
+def _readme(manifest: dict) -> str:
+    lines = [
+        "# coreml-diarize bundle",
+        "",
+        "Core ML packages for on-device speaker diarization (FluidAudio-style), each validated against",
+        "its PyTorch reference before packaging. `manifest.json` lists every file's SHA-256, the",
+        "weights' provenance and the validation summary; `coreml-diarize verify` re-checks it.",
+        "",
+    ]
+    if not manifest["trained"]:
+        lines += [
+            "**These packages hold UNTRAINED (seeded random) weights: for testing only.**",
+            "",
+        ]
+    lines += ["| package | inputs | outputs | precision | MB |", "|---|---|---|---|---|"]
+    for a in manifest["artifacts"]:
+        ins = ", ".join(f"`{t['name']}` {tuple(t['shape'])}" for t in a["inputs"])
+        outs = ", ".join(f"`{t['name']}` {tuple(t['shape'])}" for t in a["outputs"])
+        lines.append(
+            f"| {a['name']} | {ins} | {outs} | {a['compression'] if a['compression'] != 'none' else a['precision']} | {a['size_bytes'] / 1e6:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _write_zip(directory: Path, target: Path) -> None:
+    """Fixed timestamps, permissions and order: the same directory gives the same bytes."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
+        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+            info = zipfile.ZipInfo(
+                f"{directory.name}/{path.relative_to(directory).as_posix()}", ZIP_EPOCH
+            )
+            info.external_attr = (stat.S_IFREG | 0o644) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes(), compresslevel=9)
+
+
+def make_bundle(
+    packages: list[Path],
+    out_dir: Path,
+    *,
+    name: str = "coreml-diarize-bundle",
+    allow_untrained: bool = False,
+) -> BundleResult:
+    manifest = build_manifest([Path(p) for p in packages], allow_untrained=allow_untrained)
+    directory = Path(out_dir) / name
+    zip_path = Path(out_dir) / f"{name}.zip"
+    with atomic_path(directory) as tmp:
+        tmp.mkdir()
+        for entry, package in zip(
+            manifest["artifacts"], sorted(packages, key=lambda p: Path(p).name), strict=True
+        ):
+            shutil.copytree(package, tmp / entry["name"])
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (tmp / "README.md").write_text(_readme(manifest))
+    with atomic_path(zip_path) as tmp_zip:
+        _write_zip(directory, tmp_zip)
+    return BundleResult(directory, zip_path, manifest)
+
+
+# --- verify ---------------------------------------------------------------------------------
+
+
+def safe_extract(zip_path: Path, dest: Path) -> Path:
+    """Unpack a bundle zip, refusing entries that would land outside `dest` (`..`, absolute)."""
+    dest = Path(dest).resolve()
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            for member in zf.infolist():
+                target = (dest / member.filename).resolve()
+                if not target.is_relative_to(dest) or member.filename.startswith("/"):
+                    raise ArtifactError(f"unsafe path in bundle: {member.filename}")
+                if stat.S_ISLNK(member.external_attr >> 16):
+                    raise ArtifactError(f"symbolic link in bundle: {member.filename}")
+            zf.extractall(dest)
+    except zipfile.BadZipFile as exc:
+        raise ArtifactError(f"not a valid zip: {zip_path}") from exc
+    roots = [p for p in dest.iterdir() if p.is_dir()]
+    if len(roots) != 1:
+        raise ArtifactError(f"bundle zip must hold exactly one top-level folder: {zip_path}")
+    return roots[0]
+
+
+def verify_bundle(bundle: Path) -> list[str]:
+    """Re-check every hash in the manifest; returns the problems found (empty = intact)."""
+    import tempfile
+
+    bundle = Path(bundle)
+    if not bundle.exists():
+        raise ArtifactError(f"bundle not found: {bundle}")
+    if bundle.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            return verify_bundle(safe_extract(bundle, Path(tmp)))
+    manifest_path = bundle / MANIFEST
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        artifacts = manifest["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}") from exc
+    problems = []
+    for entry in artifacts:
+        package = bundle / entry["name"]
+        if not package.is_dir():
+            problems.append(f"{entry['name']}: missing")
+            continue
+        tree, files = tree_hash(package)
+        for rel, sha in sorted(entry["files"].items()):
+            if rel not in files:
+                problems.append(f"{entry['name']}/{rel}: missing")
+            elif files[rel] != sha:
+                problems.append(f"{entry['name']}/{rel}: SHA-256 mismatch")
+        for rel in sorted(set(files) - set(entry["files"])):
+            problems.append(f"{entry['name']}/{rel}: not in manifest")
+        if tree != entry["tree_sha256"] and not problems:
+            problems.append(f"{entry['name']}: tree hash mismatch")
+    return problems
