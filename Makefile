@@ -7,6 +7,8 @@ OUT    ?= artifacts
 #   make models SOURCE=hf:pyannote/segmentation-3.0 EMBEDDING_SOURCE=hf:pyannote/wespeaker-voxceleb-resnet34-LM
 SOURCE ?= random:0
 EMBEDDING_SOURCE ?= $(SOURCE)
+# auto: Core ML on macOS, the MIL reference executor elsewhere
+BACKEND ?= auto
 STAMP   = $(VENV)/.installed
 # random weights are labelled untrained; the bundle accepts them only when they were asked for
 ALLOW_UNTRAINED = $(if $(filter random%,$(SOURCE) $(EMBEDDING_SOURCE)),--allow-untrained,)
@@ -23,7 +25,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 models: $(STAMP)
-	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) $(ALLOW_UNTRAINED)
+	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) --backend $(BACKEND) $(ALLOW_UNTRAINED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
@@ -39,7 +41,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p $(OUT)/benchmarks
 	@for b in benchmarks/bench_*.py; do \
-		echo "== $$b"; $(BIN)/python $$b --out $(OUT)/benchmarks/$$(basename $$b .py).json || exit 1; \
+		echo "== $$b"; $(BIN)/python $$b > $(OUT)/benchmarks/$$(basename $$b .py).json || exit 1; \
 	done
 
 clean:

@@ -20,11 +20,11 @@ import numpy as np
 from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import make_deterministic, package_size
+from coreml_diarize.specs import DEPLOYMENT_TARGETS
 
 from .metadata import AUTHOR, METADATA_PREFIX, artifact_metadata
 
 PRECISIONS = ("fp32", "fp16", "fp16-selective")
-DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 
 # Ops kept in fp32 by "fp16-selective": numerically sensitive ones (logs, exponentials, norms,
 # reductions, pooling statistics), as reference converters in the field do.

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .errors import DiarizeError
 
+LOCK_NAME = ".coreml-diarize.lock"  # one per output directory; harmless to leave behind
+
 
 def ensure_writable_dir(path: Path) -> Path:
     """Create `path` if needed and check we can write into it (one clear error otherwise)."""
@@ -47,13 +49,28 @@ def atomic_path(target: Path) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise DiarizeError(f"internal error: nothing was written for {target.name}")
-        _replace(tmp, target)
+        with _lock(parent / LOCK_NAME):
+            _replace(tmp, target)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise DiarizeError(f"no space left on device while writing {target}") from exc
         raise DiarizeError(f"could not write {target}: {exc.strerror or exc}") from exc
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An advisory lock around the swap, so concurrent builds into one directory take turns
+    (each builds in its own temp dir; only the final moves are serialised)."""
+    import fcntl
+
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _replace(src: Path, target: Path) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .atomic import atomic_path
 from .errors import ArtifactError, DiarizeError
-from .mlpackage import inspect_package, tree_hash
+from .mlpackage import check_package, inspect_package, tree_hash
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -46,6 +46,21 @@ class BundleResult:
 
 
 def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
+    # the report vouches for exact bytes: check it before reading the package's contents
+    check_package(package)
+    tree, files = tree_hash(package)
+    rp = report_path(package)
+    if not rp.is_file():
+        raise DiarizeError(
+            f"{package.name} has no validation report ({rp.name}); run `coreml-diarize validate --save` first"
+        )
+    report = json.loads(rp.read_text())
+    if report.get("package_tree_sha256") != tree:
+        raise DiarizeError(
+            f"{package.name} changed after it was validated (stale {rp.name}); validate it again"
+        )
+    if not report.get("passed"):
+        raise DiarizeError(f"{package.name} failed validation; refusing to package it")
     info = inspect_package(package)
     meta = {
         k.removeprefix("coreml_diarize."): v
@@ -61,19 +76,6 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
             f"{package.name} holds untrained ({meta.get('source.location')}) weights; "
             "pass --allow-untrained to package it anyway"
         )
-    tree, files = tree_hash(package)
-    rp = report_path(package)
-    if not rp.is_file():
-        raise DiarizeError(
-            f"{package.name} has no validation report ({rp.name}); run `coreml-diarize validate --save` first"
-        )
-    report = json.loads(rp.read_text())
-    if report.get("package_tree_sha256") != tree:
-        raise DiarizeError(
-            f"{package.name} changed after it was validated (stale {rp.name}); validate it again"
-        )
-    if not report.get("passed"):
-        raise DiarizeError(f"{package.name} failed validation; refusing to package it")
     return {
         "name": package.name,
         "model": meta["model"],

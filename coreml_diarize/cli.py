@@ -17,7 +17,23 @@ MODEL_KEYS = ("segmentation", "postprocessor", "preprocessor", "embedding", "pos
 
 
 class DiarizeGroup(click.Group):
-    """Turns library errors into one clear line + exit code."""
+    """Turns library errors and usage errors into one clear line + exit code."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.Exit as exc:
+            sys.exit(exc.exit_code)
+        # bad option, missing argument...: one line, no usage dump
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            click.echo("aborted", err=True)
+            sys.exit(1)
+        sys.exit(0)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -139,10 +155,6 @@ def convert(
 
     keys = MODEL_KEYS if "all" in models else models
     specs = [get_spec(k) for k in keys]  # unknown names fail before any work
-    if min_activity_frames is not None and min_activity_frames < 0:
-        raise DiarizeError("--min-activity-frames must be >= 0")
-    if min_speaker_duration is not None and min_speaker_duration < 0:
-        raise DiarizeError("--min-speaker-duration must be >= 0")
     options = _options(
         precision=precision,
         minimum_deployment_target=deployment_target,
@@ -410,6 +422,75 @@ def inspect(package: Path, as_json: bool) -> None:
         click.echo(f"  meta   {key} = {value}")
     total = sum(info.op_histogram.values())
     click.echo(f"  ops ({total}): " + ", ".join(f"{k}={v}" for k, v in info.op_histogram.items()))
+
+
+@main.command()
+@click.argument("package_path", metavar="MODEL.mlpackage", type=click.Path(path_type=Path))
+@click.option("--mode", default=None, help="fp16 | fp16-selective | palettize | linear.")
+@click.option("--nbits", type=int, default=None, help="palettize: 1,2,3,4,6,8 (default 8).")
+@click.option("--granularity", default=None, help="palettize: per_tensor | per_grouped_channel.")
+@click.option(
+    "--group-size", type=int, default=None, help="Channels per LUT (per_grouped_channel)."
+)
+@click.option("--weight-threshold", type=int, default=None, help="Leave tensors this small alone.")
+@click.option("--seed", type=int, default=None, help="k-means++ seed (palettize).")
+@click.option("--kmeans", default=None, help="palettize: numpy (seeded, default) | coremltools.")
+@click.option("--exclude", multiple=True, help="Weight name to leave uncompressed (repeatable).")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Recipe file (.yaml/.json); flags override its keys.",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Output directory (or an explicit .mlpackage path).",
+)
+@click.option("--report", "with_report", is_flag=True, help="Score it against PyTorch.")
+@click.option("--json", "json_file", type=click.Path(path_type=Path), default=None)
+@click.option("--backend", default="auto", show_default=True, help="auto | mil | coreml.")
+def quantize(
+    package_path: Path,
+    config_file: Path | None,
+    out: Path,
+    with_report: bool,
+    json_file: Path | None,
+    backend: str,
+    exclude: tuple[str, ...],
+    **settings,
+) -> None:
+    """Quantize a saved MODEL.mlpackage into a new package (the input is never modified)."""
+    from .errors import ValidationFailed
+    from .quantize import QuantizeConfig, load_recipe_file, quantize_package, quantize_report
+    from .validation.backends import resolve_backend
+
+    recipe = load_recipe_file(config_file) if config_file else {}
+    recipe.update({k: v for k, v in settings.items() if v is not None})
+    if exclude:
+        recipe["exclude"] = list(exclude)
+    config = QuantizeConfig.from_mapping(recipe)
+    if with_report:
+        resolve_backend(backend)  # a bad --backend fails before minutes of k-means
+    result = quantize_package(package_path, out, config)
+    click.echo(
+        f"{result.dst}  {result.size_before / 1e6:.2f} MB -> {result.size_after / 1e6:.2f} MB"
+        f" ({result.ratio:.2f}x)  {config.name}  {result.seconds:.1f} s"
+    )
+    report = None
+    if with_report:
+        report = quantize_report(result.dst, source_package=result.src, backend=backend)
+        click.echo(report.format_table())
+    if json_file:
+        payload = {"result": result.to_dict(), "report": report.to_dict() if report else None}
+        json_file.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    if report is not None and not report.passed:
+        raise ValidationFailed(
+            f"{result.dst.name} fails its '{report.tolerance_family}' tolerances "
+            f"({report.failures[0]}); the package is kept for inspection"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # heavy imports only where used
     import torch
 
 Dim = int | str
+DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,11 @@ class Tolerance:
     max_relative_to_spread: float | None = None
     # the reference must move at least this much between inputs (else: degenerate weights)
     min_reference_spread: float | None = None
+    # fp32 packages: max_abs may rise to this factor x the float32 rounding floor, measured in
+    # the same run as |wrapper in fp32 - wrapper in fp64| on the same input. Some models
+    # (SincNet on spiky speech) amplify fp32 rounding beyond any fixed bound: no fp32
+    # implementation, torch included, can be closer than that floor.
+    fp32_floor_factor: float | None = None
 
 
 @dataclass(frozen=True)
@@ -73,6 +79,21 @@ class Options:
     clean_fallback: bool = True  # embedding_preprocessor: pyannote's fallback to the raw mask
     embedding_batch: int = 3  # wespeaker batch (3 = the contract)
     flexible_batch: bool = False  # wespeaker: batch 1..32 instead of fixed
+
+    def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "fp16", "fp16-selective"):
+            raise DiarizeError(
+                f"unknown precision '{self.precision}' (choose from fp32, fp16, fp16-selective)"
+            )
+        if self.minimum_deployment_target not in DEPLOYMENT_TARGETS:
+            raise DiarizeError(
+                f"unknown deployment target '{self.minimum_deployment_target}'"
+                f" (choose from {', '.join(DEPLOYMENT_TARGETS)})"
+            )
+        if not (self.min_activity_frames >= 0 and self.min_speaker_duration_s >= 0):
+            raise DiarizeError("thresholds must be non-negative numbers")
+        if not 1 <= self.embedding_batch <= 32:
+            raise DiarizeError(f"embedding batch must be 1..32, got {self.embedding_batch}")
 
     def thresholds(self) -> dict[str, Any]:
         return {

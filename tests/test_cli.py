@@ -6,6 +6,7 @@ import json
 
 from click.testing import CliRunner
 
+from coreml_diarize.atomic import LOCK_NAME
 from coreml_diarize.cli import main
 
 
@@ -28,7 +29,8 @@ def test_convert_segmentation_via_cli(tmp_path):
     assert (package / "Manifest.json").is_file()
     assert "UNTRAINED" in result.output
     # nothing but the package is left in the output directory (temp dirs are gone)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pyannote_segmentation.mlpackage"]
+    visible = sorted(p.name for p in tmp_path.iterdir() if p.name != LOCK_NAME)
+    assert visible == ["pyannote_segmentation.mlpackage"]
     meta = json.loads(CliRunner().invoke(main, ["inspect", str(package), "--json"]).output)[
         "metadata"
     ]

@@ -1,0 +1,68 @@
+"""The embedding model's independent reference: pyannote's own WeSpeaker forward.
+
+pyannote computes the fbank with `torch.vmap(kaldi.fbank)` and pools with `StatsPool`
+(F.interpolate of the weights); the wrapper re-expresses both (strided conv, selection matrix),
+so comparing against this forward checks those re-expressions, not just the copied ResNet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from . import signals
+
+
+def embedding_reference(ctx) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+    """{"waveform": (B, samples), "mask": (B, frames)} -> {"embedding": (B, dim)}, raw."""
+    model = ctx.weights.model.eval()
+
+    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        waveform = torch.from_numpy(np.asarray(inputs["waveform"], dtype=np.float32))
+        mask = torch.from_numpy(np.asarray(inputs["mask"], dtype=np.float32))
+        with torch.inference_mode():
+            out = model(waveform[:, None, :], weights=mask)
+        return {"embedding": out.numpy()}
+
+    return run
+
+
+def mask_rows(batch: int, frames: int) -> np.ndarray:
+    """(batch, frames) masks cycling through: full, partial (two speech turns), all-zero
+    (an empty speaker slot), partial (one short turn), ..."""
+    full = np.ones(frames, dtype=np.float32)
+    turns = np.zeros(frames, dtype=np.float32)
+    turns[int(0.10 * frames) : int(0.45 * frames)] = 1.0
+    turns[int(0.60 * frames) : int(0.80 * frames)] = 1.0
+    empty = np.zeros(frames, dtype=np.float32)
+    short = np.zeros(frames, dtype=np.float32)
+    short[int(0.70 * frames) : int(0.85 * frames)] = 1.0
+    cycle = (full, turns, empty, short)
+    return np.stack([cycle[i % len(cycle)] for i in range(batch)])
+
+
+def embedding_signals(samples: int) -> dict[str, np.ndarray]:
+    """The named test signals, one 10 s chunk each."""
+    return {
+        "noise": signals.noise(samples),
+        "silence": signals.silence(samples),
+        "clipped": signals.clipped(samples),
+        "sine_sweep": signals.sine_sweep(samples),
+        "speech_0s": signals.real_speech(0.0, samples),
+        "speech_15s": signals.real_speech(15.0, samples),
+        "speech_like": signals.speech_like(samples),
+    }
+
+
+def embedding_inputs(ctx) -> dict[str, dict[str, np.ndarray]]:
+    """Each signal tiled over the speaker slots (as the embedding preprocessor does), with
+    full, partial and all-zero masks: {"waveform": (B, samples), "mask": (B, frames)}."""
+    geometry = ctx.geometry
+    batch = geometry.embedding_batch
+    masks = mask_rows(batch, geometry.frames)
+    return {
+        name: {"waveform": np.tile(x[None, :], (batch, 1)), "mask": masks.copy()}
+        for name, x in embedding_signals(geometry.samples).items()
+    }

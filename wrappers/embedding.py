@@ -1,0 +1,145 @@
+"""pyannote's WeSpeaker ResNet34 as a plain, traceable nn.Module.
+
+    waveform (batch, samples), mask (batch, mask_frames) -> embedding (batch, dim)
+
+Stages, each one module:
+  fbank_as_conv          Kaldi log-mel as one strided Conv1d, mean-normalised over the chunk
+  pyannote's ResNet      conv1/bn1 + layer1..4, reused as-is
+  MaskToFrames           the segmentation-frame mask resampled onto the ResNet's output frames,
+                         with exactly pyannote's nearest-neighbour index mapping, as a constant
+                         0/1 selection matrix (a matmul: no gather, no slicing)
+  WeightedStatsPool      pyannote's mask-weighted mean and unbiased std, zero-mask safe
+  embedding layer(s)     pyannote's seg_1 (and seg_bn_1/seg_2 for two-layer variants)
+
+Why not call pyannote's forward: it returns `torch.tensor(0.0)` beside the embedding, runs the
+fbank through `torch.vmap`, and StatsPool/TSTP use shape arithmetic (`rearrange`, `size()`),
+which torch.jit.trace records as `aten::Int` casts that ct.convert cannot lower.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .fbank import fbank_as_conv
+
+
+class MaskToFrames(nn.Module):
+    """mask (batch, mask_frames) -> weights (batch, feature_frames), as pyannote's StatsPool does
+    it: `F.interpolate(weights, size=feature_frames, mode="nearest")`.
+
+    The index mapping is taken from F.interpolate itself (applied to an identity matrix), so it
+    is pyannote's by construction, float rounding of the scale included. Each column of the
+    selection matrix holds a single 1, so the matmul copies values exactly in any precision.
+    """
+
+    def __init__(self, mask_frames: int, feature_frames: int) -> None:
+        super().__init__()
+        identity = torch.eye(mask_frames)[None]  # (1, channels=mask_frames, length=mask_frames)
+        selection = F.interpolate(identity, size=feature_frames, mode="nearest")[0]
+        self.register_buffer("selection", selection)  # (mask_frames, feature_frames)
+
+    def forward(self, mask: torch.Tensor) -> torch.Tensor:
+        return torch.matmul(mask, self.selection)
+
+
+def _divide(numerator: torch.Tensor, denominator: torch.Tensor) -> torch.Tensor:
+    """numerator / denominator, where a non-positive denominator divides by 1 instead.
+
+    pyannote's denominators carry +1e-8 and are positive for any mask in fp32, so this is its
+    division there; the guard is for precisions where 1e-8 rounds to 0 (fp16), where an all-zero
+    mask would otherwise give 0 / 0. The numerators are then exactly 0, so the result is 0.
+    """
+    positive = denominator > 0
+    return numerator / torch.where(positive, denominator, torch.ones_like(denominator))
+
+
+class WeightedStatsPool(nn.Module):
+    """features (batch, channels, frames), weights (batch, frames) -> (batch, 2 * channels):
+    weighted mean and unbiased weighted std, pyannote's `_pool` formula.
+
+    All-zero weights (an empty speaker slot): pyannote returns mean 0 and std 0 there (0 / 1e-8
+    and sqrt(0 / 2e-8)), so the embedding is the embedding layer's bias. The same comes out
+    here, and stays finite in fp16 (see `_divide`). A variance that rounding makes slightly
+    negative is clamped to 0 before the square root (pyannote would return NaN).
+    """
+
+    eps: float = 1e-8  # pyannote's
+
+    def forward(self, features: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        w = weights.unsqueeze(1)  # (batch, 1, frames)
+        v1 = w.sum(dim=2) + self.eps
+        mean = _divide(torch.sum(features * w, dim=2), v1)
+        squared_deviation = torch.square(features - mean.unsqueeze(2))
+        v2 = torch.square(w).sum(dim=2)
+        var = _divide(torch.sum(squared_deviation * w, dim=2), v1 - v2 / v1 + self.eps)
+        std = torch.sqrt(torch.clamp(var, min=0.0))
+        return torch.cat([mean, std], dim=1)
+
+
+class ResNetFrames(nn.Module):
+    """pyannote's ResNet trunk: centred fbank (batch, mels, frames) -> (batch, channels * mels', frames')."""
+
+    def __init__(self, resnet) -> None:
+        super().__init__()
+        self.conv1 = copy.deepcopy(resnet.conv1)
+        self.bn1 = copy.deepcopy(resnet.bn1)
+        self.layers = nn.Sequential(
+            *(
+                copy.deepcopy(layer)
+                for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4)
+            )
+        )
+
+    def forward(self, fbank: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(fbank.unsqueeze(1))))  # (batch, 1, mels, frames) in
+        x = self.layers(x)  # (batch, channels, mels', frames')
+        return x.flatten(1, 2)  # TSTP's "batch (dimension channel) frames", with static shapes
+
+
+class EmbeddingHead(nn.Module):
+    """pooled statistics -> embedding: seg_1, or seg_1 -> ReLU -> seg_bn_1 -> seg_2 (two layers)."""
+
+    def __init__(self, resnet) -> None:
+        super().__init__()
+        self.seg_1 = copy.deepcopy(resnet.seg_1)
+        self.two_layers = bool(resnet.two_emb_layer)
+        if self.two_layers:
+            self.seg_bn_1 = copy.deepcopy(resnet.seg_bn_1)
+            self.seg_2 = copy.deepcopy(resnet.seg_2)
+
+    def forward(self, stats: torch.Tensor) -> torch.Tensor:
+        embedding = self.seg_1(stats)
+        if self.two_layers:
+            embedding = self.seg_2(self.seg_bn_1(F.relu(embedding)))
+        return embedding
+
+
+class WeSpeakerEmbedding(nn.Module):
+    """waveform (batch, samples), mask (batch, mask_frames) -> raw embedding (batch, dim),
+    what pyannote's `WeSpeakerResNet(waveform[:, None], weights=mask)` returns."""
+
+    def __init__(self, wespeaker, *, samples: int, mask_frames: int) -> None:
+        super().__init__()
+        self.fbank = fbank_as_conv(wespeaker)
+        fbank_frames = self.fbank.log_mel.opts.num_frames(samples)
+        feature_frames = int(wespeaker.resnet.num_frames(fbank_frames))  # pyannote's arithmetic
+        self.trunk = ResNetFrames(wespeaker.resnet)
+        self.mask_to_frames = MaskToFrames(mask_frames, feature_frames)
+        self.pool = WeightedStatsPool()
+        self.head = EmbeddingHead(wespeaker.resnet)
+        self.eval()
+
+    def forward(self, waveform: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        features = self.trunk(self.fbank(waveform))
+        stats = self.pool(features, self.mask_to_frames(mask))
+        return self.head(stats)
+
+
+def build_wrapper(ctx) -> WeSpeakerEmbedding:
+    return WeSpeakerEmbedding(
+        ctx.weights.model, samples=ctx.geometry.samples, mask_frames=ctx.geometry.frames
+    )
