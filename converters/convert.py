@@ -86,13 +86,21 @@ def trace_inputs(spec, geometry, seed: int = 0) -> tuple:
     )
 
 
-def _ct_inputs(spec, geometry):
+FLEXIBLE_BATCH = (1, 32)  # --flexible-batch: speaker slots per embedding call
+
+
+def _ct_inputs(spec, geometry, options):
     import coremltools as ct
 
     out = []
     for t in spec.inputs:
         shape = list(geometry.resolve(t.shape))
-        for axis, (lo, hi) in t.flexible.items():
+        flexible = dict(t.flexible)
+        if options.flexible_batch:  # a symbolic dimension, not a model name, decides
+            flexible.update(
+                {axis: FLEXIBLE_BATCH for axis, d in enumerate(t.shape) if d == "embedding_batch"}
+            )
+        for axis, (lo, hi) in flexible.items():
             shape[axis] = ct.RangeDim(lower_bound=lo, upper_bound=hi, default=shape[axis])
         out.append(ct.TensorType(name=t.name, shape=ct.Shape(shape=tuple(shape)), dtype=np.float32))
     return out
@@ -134,7 +142,7 @@ def to_mlmodel(spec, ctx):
         traced = torch.jit.trace(wrapper, example, check_trace=False)
         mlmodel = ct.convert(
             traced,
-            inputs=_ct_inputs(spec, ctx.geometry),
+            inputs=_ct_inputs(spec, ctx.geometry, ctx.options),
             outputs=[ct.TensorType(name=t.name, dtype=np.float32) for t in spec.outputs],
             convert_to="mlprogram",
             compute_precision=_compute_precision(precision),

@@ -133,6 +133,9 @@ def _options(**kw):
     is_flag=True,
     help="preprocessor: never fall back to the overlapping mask.",
 )
+@click.option(
+    "--flexible-batch", is_flag=True, help="embedding: accept 1..32 speaker slots (default 3)."
+)
 def convert(
     models: tuple[str, ...],
     source: str,
@@ -146,6 +149,7 @@ def convert(
     min_activity_frames: float | None,
     min_speaker_duration: float | None,
     no_clean_fallback: bool,
+    flexible_batch: bool,
 ) -> None:
     """Convert MODELS (segmentation, embedding, postprocessor, preprocessor, post-embedding, all)."""
     from .atomic import ensure_writable_dir
@@ -161,6 +165,7 @@ def convert(
         min_activity_frames=min_activity_frames,
         min_speaker_duration_s=min_speaker_duration,
         clean_fallback=False if no_clean_fallback else None,
+        flexible_batch=flexible_batch or None,
     )
     ensure_writable_dir(out_dir)
     sources = {
@@ -491,6 +496,113 @@ def quantize(
             f"{result.dst.name} fails its '{report.tolerance_family}' tolerances "
             f"({report.failures[0]}); the package is kept for inspection"
         )
+
+
+@main.command()
+@click.argument("audio", type=click.Path(path_type=Path))
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory holding the five .mlpackages.",
+)
+@click.option(
+    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
+)
+@click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
+@click.option("--rttm", "rttm_out", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
+)
+@click.option("--every", type=int, default=10, show_default=True, help="Windows per progress line.")
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def diarize(
+    audio: Path,
+    models_dir: Path,
+    backend: str,
+    variant: str | None,
+    rttm_out: Path | None,
+    step_s: float | None,
+    every: int,
+    quiet: bool,
+) -> None:
+    """Diarize AUDIO with the converted models (pyannote's pipeline logic around them)."""
+    from .diarize import diarize_file, write_rttm
+
+    if every < 1:
+        raise DiarizeError("--every must be >= 1")
+    result = diarize_file(
+        audio,
+        models_dir,
+        backend=backend,
+        variant=variant,
+        step_s=step_s,
+        progress=None if quiet else (lambda line: click.echo(line, err=True)),
+        progress_every=every,
+    )
+    for segment, _, speaker in result.annotation.itertracks(yield_label=True):
+        click.echo(f"{segment.start:9.3f} {segment.end:9.3f}  {speaker}")
+    if rttm_out is not None:
+        write_rttm(result.annotation, rttm_out)
+    click.echo(
+        f"{len(result.annotation.labels())} speakers, {result.windows} windows, "
+        f"RTF {result.rtf:.3f} ({result.seconds:.1f} s, {result.backend})",
+        err=True,
+    )
+
+
+@main.command()
+@click.argument("audio", type=click.Path(path_type=Path))
+@click.option(
+    "--models",
+    "models_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    help="Directory holding the five .mlpackages.",
+)
+@click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference RTTM.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
+)
+@click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
+@click.option(
+    "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
+)
+@click.option(
+    "--trust-checkpoint", is_flag=True, help="Allow checkpoints that need full unpickling."
+)
+@click.option("--quiet", is_flag=True, help="No progress lines.")
+def compare(
+    audio: Path,
+    models_dir: Path,
+    reference: Path | None,
+    json_path: Path | None,
+    backend: str,
+    variant: str | None,
+    step_s: float | None,
+    trust_checkpoint: bool,
+    quiet: bool,
+) -> None:
+    """pyannote's pipeline in PyTorch vs the converted chain on AUDIO: DER/JER and RTF."""
+    from .atomic import atomic_path
+    from .compare import compare_file
+
+    result = compare_file(
+        audio,
+        models_dir,
+        backend=backend,
+        variant=variant,
+        step_s=step_s,
+        reference_rttm=reference,
+        trust_checkpoint=trust_checkpoint,
+        progress=None if quiet else (lambda line: click.echo(line, err=True)),
+    )
+    click.echo(result.table())
+    if json_path:
+        with atomic_path(json_path) as tmp:
+            tmp.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
 
 
 if __name__ == "__main__":  # pragma: no cover

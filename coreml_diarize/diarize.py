@@ -70,7 +70,9 @@ class PackageRunner:
             try:
                 model = ct.models.MLModel(str(self.path))
             except Exception as exc:  # coremltools raises bare Exceptions for bad packages
-                raise ArtifactError(f"{self.path}: Core ML cannot load the package ({exc})") from exc
+                raise ArtifactError(
+                    f"{self.path}: Core ML cannot load the package ({exc})"
+                ) from exc
             self._predict: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]] = model.predict
         else:
             from .validation.mil import MILExecutor
@@ -79,7 +81,9 @@ class PackageRunner:
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        out = self._predict({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()})
+        out = self._predict(
+            {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        )
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return {k: np.asarray(v) for k, v in out.items()}
@@ -376,9 +380,7 @@ def diarize_samples(
     file = audio_file(samples, sample_rate, uri)
     chain.reset_timers()
     pipeline.diagnostics = {}
-    annotation, seconds = run_pipeline(
-        pipeline, file, hook=progress_hook(progress, progress_every)
-    )
+    annotation, seconds = run_pipeline(pipeline, file, hook=progress_hook(progress, progress_every))
     annotation.uri = uri
     valid = pipeline.diagnostics.get("valid")
     return DiarizationResult(

@@ -309,3 +309,36 @@ def test_saved_package_reproduces_the_wrapper(package, wrapper, record_property)
     cos = cosine(ours, expected)
     record_property("cosine_per_row", cos.tolist())
     assert cos.min() >= MIN_COSINE, cos
+
+
+def test_flexible_batch_package_matches_pyannote_for_1_and_5_slots(ctx, tmp_path):
+    """--flexible-batch: the converted embedding model takes 1..32 speaker slots."""
+    from dataclasses import replace
+
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.mlpackage import inspect_package
+    from coreml_diarize.specs import Options, get_spec
+    from coreml_diarize.validation import signals
+    from coreml_diarize.validation.mil import MILExecutor
+
+    package = convert_model(
+        get_spec("embedding"), replace(ctx, options=Options(flexible_batch=True)), tmp_path
+    ).path
+    info = inspect_package(package)
+    assert {t.name: t.flexible for t in info.inputs} == {
+        "waveform": {0: (1, 32)},
+        "mask": {0: (1, 32)},
+    }
+    executor = MILExecutor.from_path(package)
+    for batch in (1, 5):
+        waveform = np.stack([signals.real_speech(2.0 * i) for i in range(batch)])
+        mask = np.ones((batch, ctx.geometry.frames), dtype=np.float32)
+        mask[-1, :200] = 0.0
+        got = executor.predict({"waveform": waveform, "mask": mask})["embedding"]
+        with torch.inference_mode():
+            ref = ctx.weights.model(
+                torch.from_numpy(waveform)[:, None], weights=torch.from_numpy(mask)
+            ).numpy()
+        cos = np.sum(got * ref, 1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(ref, axis=1))
+        assert got.shape == (batch, 256)
+        assert cos.min() >= 0.9999
