@@ -86,7 +86,11 @@ def build_all(
         )
         if quantize and spec.key in DEFAULT_QUANTIZED:
             start = time.perf_counter()
-            q = quantize_package(result.path, out_dir, QuantizeConfig(mode="palettize", nbits=8))
+            q = quantize_package(
+                result.path,
+                out_dir,
+                QuantizeConfig(mode="palettize", nbits=8, exclude=spec.uncompressed_consts()),
+            )
             summary.packages.append(q.dst)
             summary.seconds[f"palettize8 {spec.key}"] = time.perf_counter() - start
             progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")

@@ -440,7 +440,14 @@ def inspect(package: Path, as_json: bool) -> None:
 @click.option("--weight-threshold", type=int, default=None, help="Leave tensors this small alone.")
 @click.option("--seed", type=int, default=None, help="k-means++ seed (palettize).")
 @click.option("--kmeans", default=None, help="palettize: numpy (seeded, default) | coremltools.")
-@click.option("--exclude", multiple=True, help="Weight name to leave uncompressed (repeatable).")
+@click.option(
+    "--exclude",
+    multiple=True,
+    help="Weight to leave uncompressed (repeatable; default: the model's own list).",
+)
+@click.option(
+    "--compress-all", is_flag=True, help="Compress every weight, even the model's own list."
+)
 @click.option(
     "--config",
     "config_file",
@@ -455,7 +462,13 @@ def inspect(package: Path, as_json: bool) -> None:
     help="Output directory (or an explicit .mlpackage path).",
 )
 @click.option("--report", "with_report", is_flag=True, help="Score it against PyTorch.")
-@click.option("--json", "json_file", type=click.Path(path_type=Path), default=None)
+@click.option(
+    "--json",
+    "json_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write the result (and report) as JSON.",
+)
 @click.option("--backend", default="auto", show_default=True, help="auto | mil | coreml.")
 def quantize(
     package_path: Path,
@@ -465,6 +478,7 @@ def quantize(
     json_file: Path | None,
     backend: str,
     exclude: tuple[str, ...],
+    compress_all: bool,
     **settings,
 ) -> None:
     """Quantize a saved MODEL.mlpackage into a new package (the input is never modified)."""
@@ -474,7 +488,9 @@ def quantize(
 
     recipe = load_recipe_file(config_file) if config_file else {}
     recipe.update({k: v for k, v in settings.items() if v is not None})
-    if exclude:
+    if exclude and compress_all:
+        raise DiarizeError("--exclude and --compress-all contradict each other")
+    if exclude or compress_all:
         recipe["exclude"] = list(exclude)
     config = QuantizeConfig.from_mapping(recipe)
     if with_report:

@@ -49,17 +49,22 @@ SEGMENTATION = ModelSpec(
                 fp32_floor_factor=2.0,
             )
         },
-        "fp16": {
-            "segments": Tolerance(max_abs=0.1, min_argmax_agreement=0.98, min_reference_spread=0.05)
-        },
-        "palettize": {
-            "segments": Tolerance(max_abs=0.5, min_argmax_agreement=0.95, min_reference_spread=0.05)
-        },
-        "linear": {
-            "segments": Tolerance(max_abs=0.5, min_argmax_agreement=0.95, min_reference_spread=0.05)
+        # Reduced precision: log-probs of near-impossible classes (-15 vs -13) make a max-abs
+        # bound meaningless, so these are judged by decisions (argmax on frames with a margin)
+        # and by the mean error relative to how much the output moves between inputs.
+        # Calibrated random weights are far more fragile than trained ones (1e-3 relative input
+        # noise flips ~1/2 of their argmaxes), which is why 0.9 and not 0.995.
+        **{
+            recipe: {
+                "segments": Tolerance(
+                    min_argmax_agreement=0.9, max_relative_to_spread=0.1, min_reference_spread=0.05
+                )
+            }
+            for recipe in ("fp16", "palettize", "linear")
         },
     },
     license_note="MIT (pyannote/segmentation-3.0)",
+    uncompressed=("sinc_filters.weight",),
 )
 
 EMBEDDING = ModelSpec(
@@ -91,6 +96,7 @@ EMBEDDING = ModelSpec(
         "linear": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
     },
     license_note="CC-BY-4.0 (pyannote/wespeaker-voxceleb-resnet34-LM)",
+    uncompressed=("fbank.log_mel.frames.weight", "fbank.log_mel.mel_of_squares"),
 )
 
 _EXACT = Tolerance(max_abs=0.0)

@@ -131,8 +131,15 @@ class ModelSpec:
     example_inputs: Callable[[BuildContext], dict[str, Arrays]]
     # precision/compression -> output name -> Tolerance ("fp32", "fp16", "palettize8", ...)
     tolerances: Mapping[str, Mapping[str, Tolerance]]
-    # short names of ops the fp16 converter must keep in fp32 (selective fp16)
     license_note: str = ""
+    # wrapper parameters that weight compression leaves alone: signal-processing constants
+    # (a sinc filterbank, a DFT kernel) rather than learned weights, tiny, and where 256 levels
+    # destroy the dynamic range the rest of the model depends on
+    uncompressed: tuple[str, ...] = ()
+
+    def uncompressed_consts(self) -> tuple[str, ...]:
+        """The const names coremltools gives those parameters (dots become underscores)."""
+        return tuple(name.replace(".", "_") for name in self.uncompressed)
 
     def input_shapes(self, geometry: Geometry) -> dict[str, tuple[int, ...]]:
         return {t.name: geometry.resolve(t.shape) for t in self.inputs}

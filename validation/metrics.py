@@ -55,7 +55,8 @@ def argmax_agreement(ref: np.ndarray, got: np.ndarray, *, min_margin: float = 0.
 def spread(references: list[np.ndarray]) -> float:
     """How much the reference output moves between different inputs: the mean absolute
     difference over all pairs of inputs. A near-constant model has spread ~0."""
-    pairs = list(itertools.combinations(references, 2))
+    # inputs of different shapes (a flexible dimension) cannot be compared element-wise
+    pairs = [(a, b) for a, b in itertools.combinations(references, 2) if a.shape == b.shape]
     if not pairs:
         return float("nan")
     return float(np.mean([mean_abs(a, b) for a, b in pairs]))

@@ -1,0 +1,102 @@
+"""Real-time factor of the converted chain vs pyannote's pipeline in PyTorch, same run.
+
+Both pipelines diarize the same audio in the same process, with the same torch thread count
+and the same weights (rebuilt from the packages' provenance, or the seeded random:0 weights
+converted here when no --models is given). Writes one JSON object:
+
+    python benchmarks/bench_diarize.py --out bench.json [--models DIR] [--audio FILE]
+        [--seconds 30] [--backend mil] [--variant palettize8] [--threads 1]
+
+`rtf_ratio_converted_over_torch` = converted wall time / PyTorch wall time (> 1: slower).
+Loading packages and weights is not timed; each pipeline's `apply` is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def build_models(out: Path, source: str) -> None:
+    from coreml_diarize.build import make_context
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.specs import registry
+
+    for spec in registry().values():
+        convert_model(spec, make_context(spec, source=source), out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="JSON output file")
+    parser.add_argument("--models", type=Path, default=None, help="the five packages")
+    parser.add_argument("--source", default="random:0", help="weights when --models is absent")
+    parser.add_argument("--audio", type=Path, default=None, help="default: pyannote's sample")
+    parser.add_argument("--seconds", type=float, default=None, help="crop the audio")
+    parser.add_argument("--backend", default="mil", choices=("auto", "mil", "coreml"))
+    parser.add_argument("--variant", default=None)
+    parser.add_argument("--step", type=float, default=None, help="window step (s)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    import torch
+
+    from coreml_diarize.audio import bundled_sample_path, read_audio
+    from coreml_diarize.compare import compare_samples, torch_models_for
+    from coreml_diarize.converters.convert import quiet_coremltools
+    from coreml_diarize.diarize import ChainModels, find_packages, read_rttm
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    audio_path = args.audio or bundled_sample_path()
+    loaded = read_audio(audio_path)
+    samples = loaded.samples
+    if args.seconds:
+        samples = samples[: int(args.seconds * loaded.sample_rate)]
+    rttm = audio_path.with_suffix(".rttm")
+    reference = read_rttm(rttm, uri=audio_path.stem) if rttm.is_file() else None
+
+    with tempfile.TemporaryDirectory() as tmp:
+        models_dir = args.models
+        build_seconds = None
+        if models_dir is None:
+            models_dir = Path(tmp)
+            start = time.perf_counter()
+            with quiet_coremltools():
+                build_models(models_dir, args.source)
+            build_seconds = time.perf_counter() - start
+        paths = find_packages(models_dir, args.variant)
+        torch_models = torch_models_for(paths)
+        chain = ChainModels.load(paths, args.backend)
+        result = compare_samples(
+            samples,
+            chain,
+            torch_models,
+            sample_rate=loaded.sample_rate,
+            uri=audio_path.stem,
+            step_s=args.step,
+            reference=reference,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    payload = {
+        "audio": str(audio_path),
+        "torch_threads": torch.get_num_threads(),
+        "machine": f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "build_seconds": build_seconds,
+        **result.to_dict(),
+    }
+    args.out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    print(result.table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
