@@ -1,0 +1,467 @@
+"""Quantize a SAVED .mlpackage into a NEW one: package in, package out, the input never touched.
+
+Everything runs on Linux (no Core ML runtime): the package is read with
+`ct.models.MLModel(..., skip_model_load=True)` / coremltools' milproto loader, transformed with
+coremltools' own compression passes, and written atomically with deterministic identifiers, so
+the same input and recipe give byte-identical output.
+
+* palettize: `ct.optimize.coreml.palettize_weights`; the look-up tables come from a seeded,
+  exact 1-D k-means (`kmeans_1d`) handed to coremltools as its `lut_function`, because
+  coremltools' built-in k-means (scikit-learn, `random_state=0` hard-coded) cannot be seeded and
+  sums cluster members in OpenMP-thread order, so its bytes depend on the thread count.
+  `kmeans="coremltools"` uses the built-in one anyway, pinned to one thread.
+* linear: `ct.optimize.coreml.linear_quantize_weights` (int8, symmetric, per output channel).
+* fp16 / fp16-selective: the saved MIL program goes back through `ct.convert` with
+  `FP16ComputePrecision` (selective: numerically sensitive ops stay fp32), which casts the
+  weights and inserts casts so the model's inputs and outputs stay fp32.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from coreml_diarize.converters.convert import FP32_SENSITIVE_OPS, quiet_coremltools, save_mlmodel
+from coreml_diarize.converters.metadata import METADATA_PREFIX, read_metadata
+from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.mlpackage import (
+    check_package,
+    iter_ops,
+    load_mlmodel,
+    load_program,
+    package_size,
+    tree_hash,
+)
+
+from .recipes import QuantizeConfig
+
+CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
+# Core ML specification version -> deployment target (the package's own minimum)
+SPEC_TARGETS = {7: "iOS16", 8: "iOS17", 9: "iOS18"}
+IOS18_SPEC_VERSION = 9
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    src: Path
+    dst: Path
+    recipe: dict[str, Any]
+    size_before: int
+    size_after: int
+    seconds: float
+    compressed_weights: int  # weight tensors stored compressed (constexpr ops) or cast to fp16
+    op_histogram: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        """Size before / size after (4.0 = a quarter of the bytes)."""
+        return self.size_before / self.size_after if self.size_after else float("inf")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "src": str(self.src),
+            "dst": str(self.dst),
+            "recipe": self.recipe,
+            "size_before": self.size_before,
+            "size_after": self.size_after,
+            "ratio": round(self.ratio, 4),
+            "seconds": round(self.seconds, 3),
+            "compressed_weights": self.compressed_weights,
+            "op_histogram": self.op_histogram,
+        }
+
+
+# --- k-means ---------------------------------------------------------------------------------
+
+
+def kmeans_1d(
+    values: np.ndarray, k: int, *, seed: int, max_iter: int = 300
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scalar k-means: (k sorted centres, label per element), deterministic for a seed.
+
+    Weighted k-means++ seeding on the distinct values, then Lloyd iterations until the
+    assignment stops changing. In one dimension each cluster is an interval of the sorted
+    values, so an iteration is a `searchsorted` of k-1 boundaries plus prefix-sum lookups:
+    no threads, no summation-order effects, and ~50x faster than scikit-learn here. With
+    fewer than k distinct values, every value is its own centre (the rest of the table is 0,
+    as in coremltools).
+    """
+    flat = np.asarray(values, dtype=np.float64).reshape(-1)
+    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
+    inverse = inverse.reshape(-1)
+    if uniq.size <= k:
+        return np.concatenate([uniq, np.zeros(k - uniq.size)]), inverse
+    weights = counts.astype(np.float64)
+    centers = np.unique(uniq[_kmeans_pp(uniq, weights, k, np.random.default_rng(seed))])
+    sum_w = np.concatenate([[0.0], np.cumsum(weights)])
+    sum_x = np.concatenate([[0.0], np.cumsum(weights * uniq)])
+    splits = None
+    for _ in range(max_iter):
+        bounds = (centers[1:] + centers[:-1]) / 2
+        # cluster j holds the values in (bounds[j-1], bounds[j]]
+        new_splits = np.searchsorted(uniq, bounds, side="right")
+        if splits is not None and np.array_equal(new_splits, splits):
+            break
+        splits = new_splits
+        edges = np.concatenate([[0], splits, [uniq.size]])
+        w = sum_w[edges[1:]] - sum_w[edges[:-1]]
+        x = sum_x[edges[1:]] - sum_x[edges[:-1]]
+        centers = np.sort(np.where(w > 0, x / np.where(w > 0, w, 1.0), centers))
+    labels = np.searchsorted((centers[1:] + centers[:-1]) / 2, uniq, side="left")
+    centers = np.concatenate([centers, np.zeros(k - centers.size)])
+    return centers, labels[inverse]
+
+
+def _kmeans_pp(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
+    """k-means++ seeding on sorted values `x` with weights `w`: indices of the chosen centres.
+
+    Each new centre is drawn with probability proportional to w * d², d the distance to the
+    nearest centre so far. In 1-D a new centre only changes d² between its two neighbouring
+    centres, so the draw is two-level (pick a gap between centres by its total, then a value
+    inside it) and each step touches one gap, not all n values.
+    """
+    n = x.size
+    first = min(int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right")), n - 1)
+    chosen = [first]
+    d2 = (x - x[first]) ** 2
+    # gaps between consecutive centres, as half-open index ranges (centres excluded)
+    gaps = [(0, first), (first + 1, n)]
+    totals = [float(np.sum(w[s:e] * d2[s:e])) for s, e in gaps]
+    for _ in range(1, k):
+        cum = np.cumsum(totals)
+        if cum[-1] <= 0:
+            break  # every value is a centre already
+        r = rng.random() * cum[-1]
+        g = min(int(np.searchsorted(cum, r, side="right")), len(gaps) - 1)
+        s, e = gaps[g]
+        local = np.cumsum(w[s:e] * d2[s:e])
+        r -= cum[g] - totals[g]
+        j = s + min(int(np.searchsorted(local, r, side="right")), e - s - 1)
+        chosen.append(j)
+        d2[s:e] = np.minimum(d2[s:e], (x[s:e] - x[j]) ** 2)
+        gaps[g : g + 1] = [(s, j), (j + 1, e)]
+        totals[g : g + 1] = [
+            float(np.sum(w[s:j] * d2[s:j])),
+            float(np.sum(w[j + 1 : e] * d2[j + 1 : e])),
+        ]
+    return chosen
+
+
+def kmeans_lut(values: np.ndarray, *, nbits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """coremltools `lut_function`: (LUT of 2**nbits entries in the weight's dtype, uint8 indices)."""
+    centers, labels = kmeans_1d(values, 1 << nbits, seed=seed)
+    return centers.astype(values.dtype), labels.astype(np.uint8)
+
+
+# --- reading the source ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ProgramSummary:
+    """What a saved program holds, for checks before and after quantization."""
+
+    op_histogram: dict[str, int]
+    compute_dtypes: dict[str, int]  # dtype of non-const op outputs -> count
+    weight_names: tuple[str, ...]  # const ops holding float tensors
+    weight_sizes: dict[str, int]
+    weight_dtypes: dict[str, str]  # numpy dtype name per weight
+
+    @property
+    def compressed(self) -> int:
+        return sum(n for op, n in self.op_histogram.items() if op.startswith("constexpr_"))
+
+
+def summarize_program(program) -> ProgramSummary:
+    from coremltools.converters.mil.mil import types
+
+    ops: collections.Counter = collections.Counter()
+    dtypes: collections.Counter = collections.Counter()
+    sizes: dict[str, int] = {}
+    wdtypes: dict[str, str] = {}
+    for op in iter_ops(program.functions["main"]):
+        ops[op.op_type] += 1
+        out = op.outputs[0] if op.outputs else None
+        if out is None:
+            continue
+        if op.op_type == "const":
+            val = out.val
+            if isinstance(val, np.ndarray) and val.dtype.kind == "f":
+                sizes[op.name] = int(val.size)
+                wdtypes[op.name] = val.dtype.name
+        elif not op.op_type.startswith("constexpr_") and types.is_tensor(out.sym_type):
+            dtypes[types.builtin_to_string(out.dtype)] += 1
+    return ProgramSummary(
+        dict(sorted(ops.items())),
+        dict(sorted(dtypes.items())),
+        tuple(sorted(sizes)),
+        sizes,
+        wdtypes,
+    )
+
+
+def output_path(src: Path, out: Path, config: QuantizeConfig) -> Path:
+    """`out` itself if it names an .mlpackage, else `out/<stem>_<recipe>.mlpackage`."""
+    out = Path(out)
+    if out.suffix == ".mlpackage":
+        return out
+    return out / f"{Path(src).name.removesuffix('.mlpackage')}_{config.name}.mlpackage"
+
+
+def _resolve_exclude(
+    config: QuantizeConfig, meta: dict[str, str], summary: ProgramSummary
+) -> tuple[QuantizeConfig, str]:
+    """An unset `exclude` becomes the model spec's `uncompressed` weights (those present in
+    the package): signal-processing constants that compression would wreck."""
+    if config.exclude is not None:
+        return config, "recipe"
+    names: tuple[str, ...] = ()
+    if meta.get("model"):
+        from coreml_diarize.specs import registry
+
+        spec = registry().get(meta["model"])
+        if spec is not None:
+            names = tuple(n for n in spec.uncompressed_consts() if n in summary.weight_sizes)
+    return dataclasses.replace(config, exclude=names), "model spec" if names else "none"
+
+
+def _check_source(src: Path, config: QuantizeConfig, spec_version: int, summary: ProgramSummary):
+    if summary.compressed:
+        raise DiarizeError(
+            f"{src.name} already holds compressed weights; quantize the uncompressed package"
+        )
+    if config.mode.startswith("fp16") and summary.compute_dtypes.get("fp16"):
+        raise DiarizeError(f"{src.name} already computes in fp16; start from the fp32 package")
+    why = config.needs_ios18()
+    if why and spec_version < IOS18_SPEC_VERSION:
+        target = SPEC_TARGETS.get(spec_version, f"specification version {spec_version}")
+        raise DiarizeError(
+            f"{why} needs an iOS18 deployment target; {src.name} targets {target} "
+            "(re-convert it with --target iOS18)"
+        )
+    unknown = [n for n in config.exclude or () if n not in summary.weight_sizes]
+    if unknown:
+        # the largest tensors are the ones worth excluding: name those, not every epsilon
+        tensors = sorted(
+            (n for n, size in summary.weight_sizes.items() if size > 1),
+            key=lambda n: (-summary.weight_sizes[n], n),
+        )
+        shown = ", ".join(tensors[:12]) + (
+            f", +{len(tensors) - 12} more" if len(tensors) > 12 else ""
+        )
+        raise DiarizeError(
+            f"exclude: {src.name} has no weight named {', '.join(repr(n) for n in unknown)} "
+            f"(largest weights: {shown})"
+        )
+    if config.family in ("palettize", "linear"):
+        eligible = [
+            n
+            for n, size in summary.weight_sizes.items()
+            if size > (config.weight_threshold or 0) and n not in (config.exclude or ())
+        ]
+        if not eligible:
+            raise DiarizeError(
+                f"nothing to compress: no weight in {src.name} has more than "
+                f"{config.weight_threshold} elements"
+            )
+
+
+# --- the operations --------------------------------------------------------------------------
+
+
+def _compressed_model(mlmodel, config: QuantizeConfig):
+    import coremltools.optimize.coreml as cto
+
+    skip = {name: None for name in config.exclude or ()}  # op_name_configs: None = leave alone
+    if config.mode == "linear":
+        op_config = cto.OpLinearQuantizerConfig(
+            mode="linear_symmetric",
+            dtype="int8",
+            granularity="per_channel",
+            weight_threshold=config.weight_threshold,
+        )
+        return cto.linear_quantize_weights(
+            mlmodel, cto.OptimizationConfig(global_config=op_config, op_name_configs=skip)
+        )
+    grouped = {"group_size": config.group_size} if config.group_size else {}
+    if config.kmeans == "coremltools":
+        op_config = cto.OpPalettizerConfig(
+            mode="kmeans",
+            nbits=config.nbits,
+            granularity=config.granularity,
+            weight_threshold=config.weight_threshold,
+            **grouped,
+        )
+    else:
+        op_config = cto.OpPalettizerConfig(
+            mode="custom",
+            lut_function=functools.partial(kmeans_lut, nbits=config.nbits, seed=config.seed),
+            granularity=config.granularity,
+            weight_threshold=config.weight_threshold,
+            **grouped,
+        )
+    opt = cto.OptimizationConfig(global_config=op_config, op_name_configs=skip)
+    if config.kmeans != "coremltools":
+        return cto.palettize_weights(mlmodel, opt)
+    from threadpoolctl import threadpool_limits
+
+    # scikit-learn accumulates cluster sums per OpenMP thread under a lock: the order, hence
+    # the last bits of the LUT, depends on thread count and timing. One thread is exact (and
+    # faster here: measured 5.3 s vs 11.7 s with 2 threads on a 131k-element LSTM weight).
+    with threadpool_limits(limits=1):
+        return cto.palettize_weights(mlmodel, opt)
+
+
+def _inputs_of(op) -> list:
+    return [
+        v for arg in op.inputs.values() for v in (arg if isinstance(arg, (list, tuple)) else [arg])
+    ]
+
+
+def fp32_path_of(program, exclude: frozenset[str]) -> frozenset[str]:
+    """Output names of the ops that read an excluded weight and of everything upstream of them.
+
+    Keeping only the reader in fp32 is not enough: if its input was computed in fp16, the
+    rounding noise (-66 dB, broadband) reaches the op anyway. SincNet's filterbank and the
+    Kaldi fbank kernel both turn such noise into large errors in their quietest bands.
+    """
+    readers = [
+        op
+        for op in iter_ops(program.functions["main"])
+        if any(getattr(v, "name", None) in exclude for v in _inputs_of(op))
+    ]
+    keep: set[str] = set()
+    stack = list(readers)
+    while stack:
+        op = stack.pop()
+        if op is None or op.op_type == "const" or op.outputs[0].name in keep:
+            continue
+        keep.update(o.name for o in op.outputs)
+        stack.extend(getattr(v, "op", None) for v in _inputs_of(op))
+    return frozenset(keep)
+
+
+def _fp16_model(src: Path, config: QuantizeConfig, spec_version: int):
+    import coremltools as ct
+
+    sensitive = FP32_SENSITIVE_OPS if config.mode == "fp16-selective" else frozenset()
+    program = load_program(src)
+    keep = fp32_path_of(program, frozenset(config.exclude or ()))
+
+    def selector(op) -> bool:
+        """True = run this op in fp16."""
+        return op.op_type not in sensitive and not any(o.name in keep for o in op.outputs)
+
+    return ct.convert(
+        program,
+        convert_to="mlprogram",
+        compute_precision=ct.transform.FP16ComputePrecision(op_selector=selector),
+        minimum_deployment_target=ct.target(spec_version),
+        skip_model_load=True,
+    )
+
+
+def _with_source_description(new_model, source_spec):
+    """The source's description (I/O docs, shapes incl. flexible ranges, author, metadata)
+    on the new program. The I/O must be the same features: quantization changes weights and
+    internal precision only."""
+    import coremltools as ct
+
+    spec = new_model.get_spec()
+    for kind in ("input", "output"):
+        new = [(f.name, f.type.multiArrayType.dataType) for f in getattr(spec.description, kind)]
+        old = [
+            (f.name, f.type.multiArrayType.dataType) for f in getattr(source_spec.description, kind)
+        ]
+        if new != old:
+            raise ArtifactError(
+                f"internal error: quantization changed the model's {kind}s ({old} -> {new})"
+            )
+    spec.description.CopyFrom(source_spec.description)
+    return ct.models.MLModel(spec, weights_dir=new_model.weights_dir, skip_model_load=True)
+
+
+def _recipe_metadata(
+    config: QuantizeConfig, src: Path, source_meta: dict[str, str], src_hash: str, size: int
+) -> dict[str, Any]:
+    recipe = config.to_dict()
+    try:
+        source_recipe = json.loads(source_meta.get("recipe", "{}"))
+    except ValueError:
+        source_recipe = source_meta.get("recipe")
+    recipe["source"] = {
+        "file": src.name,
+        "tree_sha256": src_hash,
+        "size_bytes": size,
+        "recipe": source_recipe,
+    }
+    return recipe
+
+
+def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeResult:
+    """Write `config` applied to the package `src` as a new package (see `output_path`)."""
+    start = time.perf_counter()
+    src = check_package(Path(src))
+    dst = output_path(src, out, config)
+    if dst.resolve() == src.resolve() or src.resolve() in dst.resolve().parents:
+        raise DiarizeError(f"refusing to write {dst}: it would overwrite the input {src}")
+    src_hash, _ = tree_hash(src)
+    size_before = package_size(src)
+
+    source = load_mlmodel(src)
+    source_spec = source.get_spec()
+    spec_version = int(source_spec.specificationVersion)
+    source_meta = read_metadata(dict(source_spec.description.metadata.userDefined))
+    summary = summarize_program(load_program(src))
+    config, exclude_from = _resolve_exclude(config, source_meta, summary)
+    _check_source(src, config, spec_version, summary)
+
+    try:
+        with quiet_coremltools():
+            if config.family == "fp16":
+                new = _fp16_model(src, config, spec_version)
+            else:
+                new = _compressed_model(source, config)
+            new = _with_source_description(new, source_spec)
+    except DiarizeError:
+        raise
+    except Exception as exc:  # coremltools reports bad combinations as ValueError & co
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DiarizeError(
+            f"coremltools could not apply {config.name} to {src.name}: {first}"
+        ) from exc
+
+    recipe = _recipe_metadata(config, src, source_meta, src_hash, size_before)
+    recipe["exclude_from"] = exclude_from
+    meta = new.user_defined_metadata
+    meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
+    precision = config.mode if config.family == "fp16" else source_meta.get("precision", "fp32")
+    meta[METADATA_PREFIX + "precision"] = precision
+    meta[METADATA_PREFIX + "compression"] = config.compression
+    meta[METADATA_PREFIX + "recipe"] = json.dumps(recipe, sort_keys=True)
+    save_mlmodel(new, dst)
+
+    summary = summarize_program(load_program(dst))
+    if config.family == "fp16":
+        done = sum(1 for d in summary.weight_dtypes.values() if d == "float16")
+        if not summary.compute_dtypes.get("fp16"):
+            raise ArtifactError(f"internal error: {dst.name} computes nothing in fp16")
+    else:
+        done = summary.compressed
+    return QuantizeResult(
+        src=src,
+        dst=dst,
+        recipe=recipe,
+        size_before=size_before,
+        size_after=package_size(dst),
+        seconds=time.perf_counter() - start,
+        compressed_weights=done,
+        op_histogram=summary.op_histogram,
+    )
