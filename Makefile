@@ -41,7 +41,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	@mkdir -p $(OUT)/benchmarks
 	@for b in benchmarks/bench_*.py; do \
-		echo "== $$b"; $(BIN)/python $$b > $(OUT)/benchmarks/$$(basename $$b .py).json || exit 1; \
+		echo "== $$b"; $(BIN)/python $$b --out $(OUT)/benchmarks/$$(basename $$b .py).json > /dev/null || exit 1; \
 	done
 
 clean:

@@ -14,13 +14,15 @@ Loading packages and weights is not timed; each pipeline's `apply` is.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
 
 
 def build_models(out: Path, source: str) -> None:
@@ -34,7 +36,7 @@ def build_models(out: Path, source: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="JSON output file")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--models", type=Path, default=None, help="the five packages")
     parser.add_argument("--source", default="random:0", help="weights when --models is absent")
     parser.add_argument("--audio", type=Path, default=None, help="default: pyannote's sample")
@@ -93,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
         "build_seconds": build_seconds,
         **result.to_dict(),
     }
-    args.out.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    print(result.table())
+    emit(payload, args.out)
+    print(result.table(), file=sys.stderr)
     return 0
 
 

@@ -13,7 +13,6 @@ with the same torch thread count, and prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -22,13 +21,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
-from common import median_seconds  # noqa: E402
+from common import emit, median_seconds  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument(
         "--seconds", type=float, default=10.0, help="audio length (the model takes 10 s)"
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             "max_abs_diff": float(np.max(np.abs(out.astype(np.float64) - ref))),
             "output_shape": list(out.shape),
         }
-    json.dump(report, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(report, args.out)
     return 0
 
 

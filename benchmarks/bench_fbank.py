@@ -18,14 +18,13 @@ Prints one JSON object:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import median_seconds  # noqa: E402
+from common import emit, median_seconds  # noqa: E402
 
 
 def _pair(ours, theirs, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
@@ -37,6 +36,7 @@ def _pair(ours, theirs, repeats: int) -> dict[str, float]:  # type: ignore[no-un
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-convert", action="store_true", help="skip the package sizes")
     args = parser.parse_args(argv)
@@ -105,8 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                 }
         result["mlpackage"] = sizes
 
-    json.dump(result, sys.stdout, indent=2)
-    sys.stdout.write("\n")
+    emit(result, args.out)
     return 0
 
 

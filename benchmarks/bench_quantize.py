@@ -12,13 +12,15 @@ quantize report (MIL reference executor on Linux; slow) for each recipe.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import emit  # noqa: E402
 
 RECIPES = {
     "fp16": {"mode": "fp16"},
@@ -86,7 +88,7 @@ def bench_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="JSON results file.")
+    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument(
         "--include-embedding", action="store_true", help="Also WeSpeaker (minutes)."
     )
@@ -130,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         "versions": library_versions(),
         "models": rows,
     }
-    args.out.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    emit(result, args.out)
     return 0
 
 
