@@ -13,6 +13,20 @@ import click
 
 from .errors import DiarizeError
 
+# options several commands share, declared once
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(["auto", "coreml", "mil"]),
+    default="auto",
+    show_default=True,
+    help="auto: Core ML on macOS, the MIL reference executor elsewhere.",
+)
+trust_option = click.option(
+    "--trust-checkpoint",
+    is_flag=True,
+    help="Allow checkpoints that need full unpickling (can run code).",
+)
+
 MODEL_KEYS = ("segmentation", "postprocessor", "preprocessor", "embedding", "post-embedding")
 
 
@@ -83,11 +97,7 @@ def _source_options(f):
     f = click.option(
         "--embedding-source", default=None, help="Override --source for the embedding model."
     )(f)
-    f = click.option(
-        "--trust-checkpoint",
-        is_flag=True,
-        help="Allow checkpoints that need full unpickling (can execute code).",
-    )(f)
+    f = trust_option(f)
     f = click.option(
         "--hf-cache", type=click.Path(path_type=Path), default=None, help="Hugging Face cache dir."
     )(f)
@@ -200,9 +210,7 @@ def convert(
     default=Path("artifacts"),
     show_default=True,
 )
-@click.option(
-    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
-)
+@backend_option
 @click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
 def build(
@@ -287,12 +295,8 @@ def _user_audio(files: tuple[Path, ...], chunk: int) -> dict:
     default=None,
     help="Weights for the reference (default: as recorded in the package).",
 )
-@click.option(
-    "--trust-checkpoint", is_flag=True, help="Allow checkpoints that need full unpickling."
-)
-@click.option(
-    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
-)
+@trust_option
+@backend_option
 @click.option(
     "--compute-units",
     type=click.Choice(["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]),
@@ -469,7 +473,7 @@ def inspect(package: Path, as_json: bool) -> None:
     default=None,
     help="Write the result (and report) as JSON.",
 )
-@click.option("--backend", default="auto", show_default=True, help="auto | mil | coreml.")
+@backend_option
 def quantize(
     package_path: Path,
     config_file: Path | None,
@@ -523,9 +527,7 @@ def quantize(
     required=True,
     help="Directory holding the five .mlpackages.",
 )
-@click.option(
-    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
-)
+@backend_option
 @click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
 @click.option("--rttm", "rttm_out", type=click.Path(path_type=Path), default=None)
 @click.option(
@@ -579,16 +581,12 @@ def diarize(
 )
 @click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference RTTM.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
-@click.option(
-    "--backend", type=click.Choice(["auto", "coreml", "mil"]), default="auto", show_default=True
-)
+@backend_option
 @click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
 @click.option(
     "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
 )
-@click.option(
-    "--trust-checkpoint", is_flag=True, help="Allow checkpoints that need full unpickling."
-)
+@trust_option
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def compare(
     audio: Path,

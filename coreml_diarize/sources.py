@@ -192,14 +192,6 @@ def _allowed_globals() -> list:
     return [Specifications, Problem, Resolution]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _load_checkpoint(family: str, path: Path, trust: bool):
     import torch
 
