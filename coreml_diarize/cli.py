@@ -27,6 +27,23 @@ trust_option = click.option(
     help="Allow checkpoints that need full unpickling (can run code).",
 )
 
+json_option = click.option(
+    "--json",
+    "json_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Also write the machine-readable result here (JSON).",
+)
+
+
+def write_json(path: Path, payload) -> None:
+    """JSON reports are artifacts too: written atomically."""
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+
+
 MODEL_KEYS = ("segmentation", "postprocessor", "preprocessor", "embedding", "post-embedding")
 
 
@@ -312,13 +329,7 @@ def _user_audio(files: tuple[Path, ...], chunk: int) -> dict:
 )
 @click.option("--max-abs", type=float, default=None, help="Override the max abs error threshold.")
 @click.option("--min-cosine", type=float, default=None, help="Override the cosine threshold.")
-@click.option(
-    "--json",
-    "json_path",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the JSON report here.",
-)
+@json_option
 @click.option(
     "--save", is_flag=True, help="Store each report beside its package (what `package` requires)."
 )
@@ -337,7 +348,6 @@ def validate(
     quiet: bool,
 ) -> None:
     """Run saved packages against their PyTorch references; exit 6 if any output fails."""
-    from .atomic import atomic_path
     from .bundle import save_report
     from .errors import ValidationFailed
     from .validation.report import validate_package
@@ -368,10 +378,7 @@ def validate(
         if save:
             save_report(package, report.to_dict())
     if json_path:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(
-                json.dumps([r.to_dict() for r in reports], indent=2, sort_keys=True) + "\n"
-            )
+        write_json(json_path, [r.to_dict() for r in reports])
     failed = [Path(r.package).name for r in reports if not r.passed]
     if failed:
         raise ValidationFailed("validation failed: " + ", ".join(failed))
@@ -466,20 +473,14 @@ def inspect(package: Path, as_json: bool) -> None:
     help="Output directory (or an explicit .mlpackage path).",
 )
 @click.option("--report", "with_report", is_flag=True, help="Score it against PyTorch.")
-@click.option(
-    "--json",
-    "json_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="Write the result (and report) as JSON.",
-)
+@json_option
 @backend_option
 def quantize(
     package_path: Path,
     config_file: Path | None,
     out: Path,
     with_report: bool,
-    json_file: Path | None,
+    json_path: Path | None,
     backend: str,
     exclude: tuple[str, ...],
     compress_all: bool,
@@ -508,9 +509,9 @@ def quantize(
     if with_report:
         report = quantize_report(result.dst, source_package=result.src, backend=backend)
         click.echo(report.format_table())
-    if json_file:
+    if json_path:
         payload = {"result": result.to_dict(), "report": report.to_dict() if report else None}
-        json_file.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+        write_json(json_path, payload)
     if report is not None and not report.passed:
         raise ValidationFailed(
             f"{result.dst.name} fails its '{report.tolerance_family}' tolerances "
@@ -580,7 +581,7 @@ def diarize(
     help="Directory holding the five .mlpackages.",
 )
 @click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference RTTM.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None)
+@json_option
 @backend_option
 @click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
 @click.option(
@@ -600,7 +601,6 @@ def compare(
     quiet: bool,
 ) -> None:
     """pyannote's pipeline in PyTorch vs the converted chain on AUDIO: DER/JER and RTF."""
-    from .atomic import atomic_path
     from .compare import compare_file
 
     result = compare_file(
@@ -615,8 +615,7 @@ def compare(
     )
     click.echo(result.table())
     if json_path:
-        with atomic_path(json_path) as tmp:
-            tmp.write_text(json.dumps(result.to_dict(), indent=2, sort_keys=True) + "\n")
+        write_json(json_path, result.to_dict())
 
 
 if __name__ == "__main__":  # pragma: no cover
