@@ -44,6 +44,23 @@ def write_json(path: Path, payload) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def chain_options(f):
+    """--models/--variant/--step: which packages the diarization chain runs, and how."""
+    f = click.option(
+        "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
+    )(f)
+    f = click.option(
+        "--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage."
+    )(f)
+    return click.option(
+        "--models",
+        "models_dir",
+        type=click.Path(path_type=Path),
+        required=True,
+        help="Directory holding the five .mlpackages.",
+    )(f)
+
+
 MODEL_KEYS = ("segmentation", "postprocessor", "preprocessor", "embedding", "post-embedding")
 
 
@@ -521,19 +538,9 @@ def quantize(
 
 @main.command()
 @click.argument("audio", type=click.Path(path_type=Path))
-@click.option(
-    "--models",
-    "models_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory holding the five .mlpackages.",
-)
+@chain_options
 @backend_option
-@click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
 @click.option("--rttm", "rttm_out", type=click.Path(path_type=Path), default=None)
-@click.option(
-    "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
-)
 @click.option("--every", type=int, default=10, show_default=True, help="Windows per progress line.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def diarize(
@@ -573,20 +580,10 @@ def diarize(
 
 @main.command()
 @click.argument("audio", type=click.Path(path_type=Path))
-@click.option(
-    "--models",
-    "models_dir",
-    type=click.Path(path_type=Path),
-    required=True,
-    help="Directory holding the five .mlpackages.",
-)
+@chain_options
 @click.option("--reference", type=click.Path(path_type=Path), default=None, help="Reference RTTM.")
 @json_option
 @backend_option
-@click.option("--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage.")
-@click.option(
-    "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
-)
 @trust_option
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 def compare(
