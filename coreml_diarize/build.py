@@ -69,6 +69,7 @@ def build_all(
 
     summary = BuildSummary()
     out_dir = Path(out_dir)
+    contexts = {}  # package name -> the context it was built from (validation reuses it)
     for spec in registry().values():
         start = time.perf_counter()
         ctx = make_context(
@@ -80,24 +81,23 @@ def build_all(
         )
         result = convert_model(spec, ctx, out_dir)
         summary.packages.append(result.path)
+        contexts[result.path.name] = ctx
         summary.seconds[f"convert {spec.key}"] = time.perf_counter() - start
         progress(
             f"converted {result.path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)"
         )
         if quantize and spec.key in DEFAULT_QUANTIZED:
             start = time.perf_counter()
-            q = quantize_package(
-                result.path,
-                out_dir,
-                QuantizeConfig(mode="palettize", nbits=8, exclude=spec.uncompressed_consts()),
-            )
+            # exclude unset: the quantizer leaves the spec's `uncompressed` constants alone
+            q = quantize_package(result.path, out_dir, QuantizeConfig(mode="palettize", nbits=8))
             summary.packages.append(q.dst)
+            contexts[q.dst.name] = ctx
             summary.seconds[f"palettize8 {spec.key}"] = time.perf_counter() - start
             progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")
     failed = []
     for package in summary.packages:
         start = time.perf_counter()
-        report = validate_package(package, backend=backend, trust_checkpoint=trust_checkpoint)
+        report = validate_package(package, backend=backend, ctx=contexts[package.name])
         save_report(package, report.to_dict())
         summary.reports[package.name] = report.passed
         summary.seconds[f"validate {package.name}"] = time.perf_counter() - start

@@ -295,15 +295,26 @@ def validate_package(
     tolerance_overrides: dict[str, float] | None = None,
     trust_checkpoint: bool = False,
     progress: Callable[[str], None] | None = None,
+    ctx=None,
 ) -> ValidationReport:
-    """Run the saved package on every validation input and compare every output."""
+    """Run the saved package on every validation input and compare every output.
+
+    `ctx`: the BuildContext the package was just built from (a build validates what it made
+    without loading and calibrating the same weights again); by default it is rebuilt from
+    the provenance recorded in the package."""
     from coreml_diarize.converters.metadata import library_versions
 
     from .backends import open_package
 
     start = time.perf_counter()
     path = Path(path)
-    spec, ctx, meta = context_for_package(path, source=source, trust_checkpoint=trust_checkpoint)
+    if ctx is None:
+        spec, ctx, meta = context_for_package(
+            path, source=source, trust_checkpoint=trust_checkpoint
+        )
+    else:
+        meta = package_metadata(path)
+        spec = get_spec(meta["model"])
     recipe = recipe_of(meta)
     tolerances = dict(spec.tolerance_for(recipe))
     if tolerance_overrides:
