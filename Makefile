@@ -30,9 +30,14 @@ models: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# workflows: GitHub's JSON schema (bundled with check-jsonschema) and zizmor, both offline
+WORKFLOWS = $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
+	$(BIN)/zizmor --offline --persona pedantic --no-progress .github/workflows/
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -43,6 +48,12 @@ bench: $(STAMP)
 	@for b in benchmarks/bench_*.py; do \
 		echo "== $$b"; $(BIN)/python $$b --out $(OUT)/benchmarks/$$(basename $$b .py).json > /dev/null || exit 1; \
 	done
+
+# Retrain the synthetic-speech segmentation test fixture in tests/fixtures/segmentation-synthetic
+# (deterministic, one thread, ~30 min on 2 cores); deliberately not part of `models` or `test`.
+.PHONY: fixture
+fixture: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m training.train_segmentation
 
 clean:
 	find $(OUT) -mindepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +

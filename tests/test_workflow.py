@@ -1,19 +1,51 @@
-"""The GitHub workflow cannot run here (no macOS runner): check it by construction instead."""
+"""The GitHub workflow cannot run here (no macOS runner): check it by construction instead.
+
+Every workflow is validated against GitHub's JSON schema (bundled with check-jsonschema) and
+audited by zizmor, both offline; the structure the jobs rely on is asserted below, and the DER
+gate script the macOS job runs is unit-tested on the JSON `coreml-diarize compare` writes.
+"""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import os
 import re
 import subprocess
+import sys
+import sysconfig
 from pathlib import Path
+from types import SimpleNamespace
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKFLOW = yaml.safe_load((ROOT / ".github" / "workflows" / "ci.yml").read_text())
+WORKFLOWS_DIR = ROOT / ".github" / "workflows"
+WORKFLOW_FILES = sorted([*WORKFLOWS_DIR.glob("*.yml"), *WORKFLOWS_DIR.glob("*.yaml")])
+CI = WORKFLOWS_DIR / "ci.yml"
+WORKFLOW = yaml.safe_load(CI.read_text())
+GATE = ROOT / ".github" / "scripts" / "der_gate.py"
+TAG_CONDITION = "startsWith(github.ref, 'refs/tags/v')"
+SHA_PIN = re.compile(r"^\s*-?\s*uses:\s*([\w.-]+/[\w./-]+)@([0-9a-f]{40}) # (v\d+\.\d+\.\d+)\s*$")
+
+
+def _workflows() -> dict[str, dict]:
+    return {path.name: yaml.safe_load(path.read_text()) for path in WORKFLOW_FILES}
+
+
+def _steps(job: str) -> list[dict]:
+    return WORKFLOW["jobs"][job]["steps"]
 
 
 def _runs(job: str) -> str:
-    return "\n".join(step.get("run", "") for step in WORKFLOW["jobs"][job]["steps"])
+    return "\n".join(step.get("run", "") for step in _steps(job))
+
+
+def _step_index(job: str, predicate) -> int:
+    matches = [i for i, step in enumerate(_steps(job)) if predicate(step)]
+    assert len(matches) == 1, (job, matches)
+    return matches[0]
 
 
 def _make_targets() -> set[str]:
@@ -21,8 +53,117 @@ def _make_targets() -> set[str]:
     return set(re.findall(r"^([a-z]+):", text, flags=re.MULTILINE))
 
 
+def _all_steps():
+    for name, workflow in _workflows().items():
+        for job_id, job in workflow["jobs"].items():
+            for step in job.get("steps", []):
+                yield name, job_id, step
+
+
+# --- the tools, run offline -------------------------------------------------------------
+
+
+def _offline_env() -> dict[str, str]:
+    """The environment minus any GitHub token, with every proxy pointing nowhere: a tool that
+    tried to reach the network would fail instead of silently depending on it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GH_TOKEN", "GITHUB_TOKEN")}
+    dead = "http://127.0.0.1:9"
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        env[key] = dead
+    env.pop("NO_PROXY", None)
+    env.pop("no_proxy", None)
+    env["ZIZMOR_OFFLINE"] = "1"
+    return env
+
+
+def _script(name: str) -> Path:
+    """A console script installed next to this interpreter (the venv's bin/)."""
+    for directory in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        if (directory / name).is_file():
+            return directory / name
+    pytest.fail(f"{name} is not installed in this environment: pip install -e '.[dev]'")
+
+
+def _check_jsonschema(*files: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.github-workflows"]
+        + [str(f) for f in files],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        timeout=120,
+    )
+
+
+def _zizmor(target: Path) -> tuple[subprocess.CompletedProcess, list]:
+    result = subprocess.run(
+        [
+            str(_script("zizmor")),
+            "--offline",
+            "--persona",
+            "pedantic",
+            "--format",
+            "json",
+            "--no-progress",
+            "--no-config",
+            str(target),
+        ],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        timeout=120,
+        cwd=ROOT,
+    )
+    try:
+        findings = json.loads(result.stdout)
+    except json.JSONDecodeError:
+        pytest.fail(f"zizmor wrote no JSON (exit {result.returncode}): {result.stderr}")
+    return result, findings
+
+
+def test_there_are_workflows():
+    assert CI in WORKFLOW_FILES
+
+
+@pytest.mark.parametrize("path", WORKFLOW_FILES, ids=lambda p: p.name)
+def test_workflow_matches_github_schema(path):
+    result = _check_jsonschema(path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_schema_check_really_rejects_a_broken_workflow(tmp_path):
+    broken = tmp_path / "broken.yml"
+    broken.write_text("on: push\njobs:\n  a:\n    runs-on: ubuntu-24.04\n    stepz: []\n")
+    result = _check_jsonschema(broken)
+    assert result.returncode != 0, result.stdout
+
+
+def test_zizmor_offline_finds_nothing():
+    result, findings = _zizmor(WORKFLOWS_DIR)
+    summary = [(f["ident"], f["desc"]) for f in findings]
+    assert findings == [], summary
+    assert result.returncode == 0, result.stderr
+
+
+def test_zizmor_really_audits_offline(tmp_path):
+    bad = tmp_path / ".github" / "workflows" / "bad.yml"
+    bad.parent.mkdir(parents=True)
+    bad.write_text(
+        "name: bad\non: pull_request\npermissions: {}\njobs:\n  a:\n    name: a\n"
+        "    runs-on: ubuntu-24.04\n    steps:\n      - uses: actions/checkout@v4\n"
+        '      - run: echo "${{ github.event.pull_request.title }}"\n'
+    )
+    _, findings = _zizmor(bad.parent)
+    idents = {f["ident"] for f in findings}
+    assert {"unpinned-uses", "template-injection", "artipacked"} <= idents, idents
+
+
+# --- structure ----------------------------------------------------------------------------
+
+
 def test_jobs_and_runners():
     jobs = WORKFLOW["jobs"]
+    assert set(jobs) == {"linux", "macos", "release"}
     assert jobs["linux"]["runs-on"].startswith("ubuntu")
     assert jobs["macos"]["runs-on"].startswith("macos")
     assert all(job["timeout-minutes"] <= 90 for job in jobs.values())
@@ -33,6 +174,7 @@ def test_steps_call_existing_make_targets_and_backends():
     for job in ("linux", "macos"):
         for called in re.findall(r"\bmake (\w+)", _runs(job)):
             assert called in targets, called
+    assert "make lint" in _runs("linux")
     assert "make test" in _runs("linux")
     assert "BACKEND=mil" in _runs("linux")
     assert "BACKEND=coreml" in _runs("macos")
@@ -44,9 +186,288 @@ def test_steps_call_existing_make_targets_and_backends():
     assert "--backend mil" in make.stdout
 
 
-def test_token_only_from_secrets_and_actions_pinned():
-    assert WORKFLOW["jobs"]["macos"]["env"]["HF_TOKEN"] == "${{ secrets.HF_TOKEN }}"
-    for job in WORKFLOW["jobs"].values():
-        for step in job["steps"]:
-            if "uses" in step:
-                assert re.fullmatch(r"[\w-]+/[\w-]+@v\d+", step["uses"]), step["uses"]
+def test_lint_target_checks_workflows_offline():
+    make = subprocess.run(["make", "-n", "lint"], cwd=ROOT, capture_output=True, text=True)
+    assert make.returncode == 0, make.stderr
+    assert "check-jsonschema --builtin-schema vendor.github-workflows" in make.stdout
+    assert ".github/workflows/ci.yml" in make.stdout
+    assert re.search(r"zizmor --offline .*\.github/workflows/", make.stdout), make.stdout
+
+
+def test_actions_pinned_by_commit_sha_with_version_comment():
+    pins: dict[str, set[tuple[str, str]]] = {}
+    for path in WORKFLOW_FILES:
+        for line in path.read_text().splitlines():
+            if re.match(r"^\s*-?\s*uses:", line):
+                match = SHA_PIN.match(line)
+                assert match, f"{path.name}: not pinned as `@<40-hex sha> # vX.Y.Z`: {line.strip()}"
+                pins.setdefault(match[1], set()).add((match[2], match[3]))
+    assert pins, "no actions found"
+    for action, versions in pins.items():
+        assert len(versions) == 1, f"{action} pinned to several commits: {versions}"
+    # the YAML agrees with the line scan (no `uses:` the regex could miss)
+    for _, _, step in _all_steps():
+        if "uses" in step:
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+
+
+def test_least_permissions():
+    for name, workflow in _workflows().items():
+        assert workflow.get("permissions") in ({}, {"contents": "read"}), name
+        for job_id, job in workflow["jobs"].items():
+            permissions = job.get("permissions", {})
+            assert isinstance(permissions, dict), (name, job_id, permissions)
+            writes = {k for k, v in permissions.items() if v == "write"}
+            if (name, job_id) == ("ci.yml", "release"):
+                assert permissions == {"contents": "write"}
+            else:
+                assert not writes, (name, job_id, writes)
+
+
+def test_checkout_never_persists_credentials():
+    checkouts = [step for _, _, step in _all_steps() if "actions/checkout@" in step.get("uses", "")]
+    assert checkouts
+    for step in checkouts:
+        assert step.get("with", {}).get("persist-credentials") is False, step
+
+
+def test_no_expressions_inside_shell_scripts():
+    """Template injection: `${{ }}` values reach scripts only through `env:`."""
+    for name, job_id, step in _all_steps():
+        assert "${{" not in step.get("run", ""), (name, job_id, step.get("name"))
+
+
+def test_secrets_only_in_env_of_the_steps_that_need_them():
+    expected = {
+        ("macos", "Build, validate (Core ML) and bundle real weights"): {"HF_TOKEN"},
+        (
+            "macos",
+            "Compare the converted chain with pyannote's PyTorch pipeline (fp32, palettize8)",
+        ): {"HF_TOKEN"},
+        ("macos", "Publish to the Hugging Face Hub (tags, when HF_PUBLISH_TOKEN is set)"): {
+            "HF_PUBLISH_TOKEN"
+        },
+    }
+    found: dict[tuple[str, str], set[str]] = {}
+    for name, workflow in _workflows().items():
+        assert "secrets." not in json.dumps(workflow.get("env", {})), name
+        for job_id, job in workflow["jobs"].items():
+            assert "secrets." not in json.dumps(job.get("env", {})), (name, job_id)
+            for step in job.get("steps", []):
+                assert "secrets." not in json.dumps(step.get("with", {})), step
+                assert "secrets." not in str(step.get("if", "")), step
+                for key, value in step.get("env", {}).items():
+                    if "secrets." in str(value):
+                        assert value == f"${{{{ secrets.{key} }}}}", (key, value)
+                        found.setdefault((job_id, step["name"]), set()).add(key)
+    assert found == expected
+
+
+def test_macos_compares_fp32_and_palettize8_and_gates_der():
+    build = _step_index("macos", lambda s: "make models" in s.get("run", ""))
+    compare = _step_index("macos", lambda s: "coreml-diarize compare" in s.get("run", ""))
+    upload_cmp = _step_index(
+        "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-compare"
+    )
+    gate = _step_index("macos", lambda s: "der_gate.py" in s.get("run", ""))
+    upload_bundle = _step_index(
+        "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-bundle"
+    )
+    # reports are uploaded even when the gate then fails; the bundle only when it passes
+    assert build < compare < upload_cmp < gate < upload_bundle
+
+    script = _steps("macos")[compare]["run"]
+    commands = [c for c in re.split(r"\n(?=\S)", script.replace("\\\n", " ")) if "compare" in c]
+    fp32 = [c for c in commands if "cmp_fp32.json" in c]
+    pal = [c for c in commands if "cmp_palettize8.json" in c]
+    assert len(fp32) == len(pal) == 1, commands
+    for command in (fp32[0], pal[0]):
+        assert "--models artifacts" in command and "--backend coreml" in command
+        assert "--json artifacts/compare/cmp_" in command
+    assert "--variant" not in fp32[0]
+    assert "--variant palettize8" in pal[0]
+    assert "bundled_sample_path" in script  # pyannote's own sample.wav
+
+    uploaded = _steps("macos")[upload_cmp]["with"]["path"].split()
+    assert uploaded == ["artifacts/compare/cmp_fp32.json", "artifacts/compare/cmp_palettize8.json"]
+    gate_run = " ".join(_steps("macos")[gate]["run"].split())
+    assert gate_run == (
+        "python .github/scripts/der_gate.py --max-der-percent 1 "
+        "artifacts/compare/cmp_fp32.json artifacts/compare/cmp_palettize8.json"
+    )
+
+
+def test_workflow_cli_options_exist():
+    from click.testing import CliRunner
+
+    from coreml_diarize.cli import main
+
+    runner = CliRunner()
+    compare = runner.invoke(main, ["compare", "--help"])
+    assert compare.exit_code == 0
+    for option in ("--models", "--variant", "--json", "--backend"):
+        assert option in compare.output
+    assert runner.invoke(main, ["verify", "--help"]).exit_code == 0
+    if "publish" in main.commands:  # being written separately: check it once it exists
+        publish = runner.invoke(main, ["publish", "--help"])
+        assert publish.exit_code == 0 and "--repo" in publish.output
+
+
+def test_publish_only_on_tags_and_only_with_a_token():
+    index = _step_index("macos", lambda s: "coreml-diarize publish" in s.get("run", ""))
+    step = _steps("macos")[index]
+    assert step["if"] == TAG_CONDITION
+    assert step["env"]["HF_PUBLISH_TOKEN"] == "${{ secrets.HF_PUBLISH_TOKEN }}"
+    run = step["run"]
+    assert '[ -z "${HF_PUBLISH_TOKEN}" ]' in run
+    skip = run.index('[ -z "${HF_PUBLISH_TOKEN}" ]')
+    assert skip < run.index("exit 0") < run.index("coreml-diarize publish")
+    assert '--repo "${HF_PUBLISH_REPO}"' in run
+    gate = _step_index("macos", lambda s: "der_gate.py" in s.get("run", ""))
+    assert gate < index
+
+
+def test_release_job_creates_the_release_then_attaches_the_bundle():
+    job = WORKFLOW["jobs"]["release"]
+    assert job["if"] == TAG_CONDITION
+    assert set(job["needs"]) == {"linux", "macos"}
+    assert job["permissions"] == {"contents": "write"}
+    uploaded = {
+        s["with"]["name"] for s in _steps("macos") if "upload-artifact@" in s.get("uses", "")
+    }
+    downloads = [s for s in job["steps"] if "download-artifact@" in s.get("uses", "")]
+    assert (
+        {s["with"]["name"] for s in downloads}
+        == {
+            "coreml-diarize-bundle",
+            "coreml-diarize-compare",
+        }
+        <= uploaded
+    )
+    assert not any("actions/checkout@" in s.get("uses", "") for s in job["steps"])
+    (step,) = [s for s in job["steps"] if "run" in s]
+    assert step["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert step["env"]["TAG"] == "${{ github.ref_name }}"
+    run = step["run"]
+    assert 'gh release view "$TAG"' in run
+    assert run.index('gh release view "$TAG"') < run.index('gh release create "$TAG"')
+    assert run.index('gh release create "$TAG"') < run.index('gh release upload "$TAG"')
+    assert "--clobber" in run
+    for asset in ("coreml-diarize-bundle.zip", "cmp_fp32.json", "cmp_palettize8.json"):
+        assert f"dist/{'compare/' if asset.startswith('cmp') else ''}{asset}" in run
+
+
+# --- the DER gate ------------------------------------------------------------------------
+
+
+def _gate_module():
+    spec = importlib.util.spec_from_file_location("der_gate", GATE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _compare_json(path: Path, der: float, variant: str | None = None) -> Path:
+    """What `coreml-diarize compare --json` writes (built by compare.py's own to_dict)."""
+    from coreml_diarize.compare import ComparisonResult, Scores
+
+    converted = SimpleNamespace(
+        seconds=1.0,
+        to_dict=lambda: {"backend": "coreml", "variant": variant, "windows": 21},
+    )
+    result = ComparisonResult(
+        uri="sample",
+        duration_s=30.0,
+        converted=converted,
+        torch_annotation=SimpleNamespace(labels=lambda: ["SPEAKER_00", "SPEAKER_01"]),
+        torch_seconds=2.0,
+        between=Scores(der=der, jer=der),
+    )
+    path.write_text(json.dumps(result.to_dict()))
+    return path
+
+
+def _run_gate(*args: str | Path) -> subprocess.CompletedProcess:
+    # -I -S: isolated, no site-packages: the gate must run on the standard library alone
+    return subprocess.run(
+        [sys.executable, "-I", "-S", str(GATE), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_der_gate_passes_within_the_limit(tmp_path):
+    fp32 = _compare_json(tmp_path / "cmp_fp32.json", 0.0)
+    pal = _compare_json(tmp_path / "cmp_palettize8.json", 0.0042, "palettize8")
+    result = _run_gate("--max-der-percent", "1", fp32, pal)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2
+    assert "DER 0.00%" in lines[0] and "variant fp32" in lines[0] and lines[0].endswith("ok")
+    assert "DER 0.42%" in lines[1] and "variant palettize8" in lines[1]
+    assert "limit 1.00%" in lines[1] and lines[1].endswith("ok")
+
+
+def test_der_gate_fails_above_the_limit(tmp_path):
+    fp32 = _compare_json(tmp_path / "cmp_fp32.json", 0.0)
+    pal = _compare_json(tmp_path / "cmp_palettize8.json", 0.0125, "palettize8")
+    result = _run_gate("--max-der-percent", "1", fp32, pal)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0].endswith("ok")
+    assert "DER 1.25%" in lines[1] and lines[1].endswith("FAIL")
+    # the limit is the argument, not a constant
+    assert _run_gate("--max-der-percent", "2", fp32, pal).returncode == 0
+    assert _run_gate("--max-der-percent", "0", fp32).returncode == 0
+    assert _run_gate("--max-der-percent", "0", pal).returncode == 1
+
+
+def test_der_gate_exactly_at_the_limit_passes_and_nan_fails(tmp_path):
+    at = _compare_json(tmp_path / "at.json", 0.01)
+    assert _run_gate("--max-der-percent", "1", at).returncode == 0
+    nan = tmp_path / "nan.json"
+    nan.write_text('{"converted_vs_torch": {"der": NaN}}')
+    result = _run_gate("--max-der-percent", "1", nan)
+    assert result.returncode == 1 and result.stdout.strip().endswith("FAIL")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"converted_vs_torch": {"der": 0.0', "not valid JSON"),
+        ("", "not valid JSON"),
+        ("[]", "no numeric converted_vs_torch.der"),
+        ('{"der": 0.0}', "no numeric converted_vs_torch.der"),
+        ('{"converted_vs_torch": {"der": "0.0"}}', "no numeric converted_vs_torch.der"),
+        ('{"converted_vs_torch": {"der": true}}', "no numeric converted_vs_torch.der"),
+    ],
+)
+def test_der_gate_malformed_input_is_a_clear_error(tmp_path, content, message):
+    bad = tmp_path / "cmp_bad.json"
+    bad.write_text(content)
+    good = _compare_json(tmp_path / "cmp_fp32.json", 0.0)
+    result = _run_gate("--max-der-percent", "1", good, bad)
+    assert result.returncode == 2
+    assert result.stdout.splitlines()[0].endswith("ok")  # the good file is still reported
+    (error,) = result.stderr.splitlines()
+    assert error.startswith(f"error: {bad}: ") and message in error
+    assert "Traceback" not in result.stderr
+
+
+def test_der_gate_missing_file_and_bad_arguments(tmp_path):
+    result = _run_gate("--max-der-percent", "1", tmp_path / "absent.json")
+    assert result.returncode == 2 and "cannot read" in result.stderr
+    fp32 = _compare_json(tmp_path / "cmp_fp32.json", 0.0)
+    assert _run_gate(fp32).returncode == 2  # the limit is required
+    assert _run_gate("--max-der-percent", "-1", fp32).returncode == 2
+    assert _run_gate("--max-der-percent", "nan", fp32).returncode == 2
+    assert _run_gate("--max-der-percent", "1").returncode == 2  # no files
+
+
+def test_der_gate_in_process(tmp_path, capsys):
+    gate = _gate_module()
+    fp32 = _compare_json(tmp_path / "cmp_fp32.json", 0.0)
+    assert gate.read_der(fp32) == (0.0, "variant fp32, backend coreml")
+    assert gate.main(["--max-der-percent", "1", str(fp32)]) == 0
+    assert capsys.readouterr().out.count("\n") == 1
