@@ -42,10 +42,6 @@ class BuildSummary:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-# what `make models` quantizes: the two models with weights, 8-bit k-means palettization
-DEFAULT_QUANTIZED = ("segmentation", "embedding")
-
-
 def build_all(
     out_dir: Path,
     *,
@@ -58,7 +54,8 @@ def build_all(
     cache_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> BuildSummary:
-    """Every model → 8-bit variants → validation of every package → bundle."""
+    """Every model → its device variants (fp16, 8-bit in fp16) → validation of every package
+    → bundle."""
     from .bundle import make_bundle, save_report
     from .converters.convert import convert_model
     from .errors import ValidationFailed
@@ -86,13 +83,14 @@ def build_all(
         progress(
             f"converted {result.path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)"
         )
-        if quantize and spec.key in DEFAULT_QUANTIZED:
+        for settings in spec.device_variants if quantize else ():
             start = time.perf_counter()
+            config = QuantizeConfig.from_mapping(settings)
             # exclude unset: the quantizer leaves the spec's `uncompressed` constants alone
-            q = quantize_package(result.path, out_dir, QuantizeConfig(mode="palettize", nbits=8))
+            q = quantize_package(result.path, out_dir, config)
             summary.packages.append(q.dst)
             contexts[q.dst.name] = ctx
-            summary.seconds[f"palettize8 {spec.key}"] = time.perf_counter() - start
+            summary.seconds[f"{config.name} {spec.key}"] = time.perf_counter() - start
             progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")
     failed = []
     for package in summary.packages:

@@ -16,6 +16,7 @@ from pathlib import Path
 from .atomic import atomic_path
 from .errors import ArtifactError, DiarizeError
 from .mlpackage import check_package, inspect_package, tree_hash
+from .specs import intended_compute_units
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -90,6 +91,7 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
         ],
         "precision": meta.get("precision"),
         "compression": meta.get("compression"),
+        "compute_units": intended_compute_units(meta.get("precision", "fp32")),
         "recipe": json.loads(meta.get("recipe", "{}")),
         "thresholds": json.loads(meta.get("thresholds", "{}")),
         "size_bytes": info.size_bytes,
@@ -147,12 +149,17 @@ def _readme(manifest: dict) -> str:
             "**These packages hold UNTRAINED (seeded random) weights: for testing only.**",
             "",
         ]
-    lines += ["| package | inputs | outputs | precision | MB |", "|---|---|---|---|---|"]
+    lines += [
+        "| package | inputs | outputs | precision | compute units | MB |",
+        "|---|---|---|---|---|---|",
+    ]
     for a in manifest["artifacts"]:
         ins = ", ".join(f"`{t['name']}` {tuple(t['shape'])}" for t in a["inputs"])
         outs = ", ".join(f"`{t['name']}` {tuple(t['shape'])}" for t in a["outputs"])
+        compression = "" if a["compression"] in (None, "", "none") else f" {a['compression']}"
         lines.append(
-            f"| {a['name']} | {ins} | {outs} | {a['compression'] if a['compression'] != 'none' else a['precision']} | {a['size_bytes'] / 1e6:.2f} |"
+            f"| {a['name']} | {ins} | {outs} | {a['precision']}{compression}"
+            f" | {a['compute_units']} | {a['size_bytes'] / 1e6:.2f} |"
         )
     return "\n".join(lines) + "\n"
 

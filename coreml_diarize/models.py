@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from .specs import ModelSpec, TensorSpec, Tolerance
 
+# what `build` makes of each model with weights, beside its fp32 reference: the fp16 program and
+# 8-bit look-up tables inside an fp16 program (both can run on the Neural Engine)
+DEVICE_VARIANTS = ({"mode": "fp16"}, {"mode": "palettize", "nbits": 8})
+
 
 def _lazy(module: str, name: str):
     """`coreml_diarize.<module>.<name>`, imported on first call (keeps listing specs cheap)."""
@@ -50,21 +54,35 @@ SEGMENTATION = ModelSpec(
             )
         },
         # Reduced precision: log-probs of near-impossible classes (-15 vs -13) make a max-abs
-        # bound meaningless, so these are judged by decisions (argmax on frames with a margin)
-        # and by the mean error relative to how much the output moves between inputs.
-        # Calibrated random weights are far more fragile than trained ones (1e-3 relative input
-        # noise flips ~1/2 of their argmaxes), which is why 0.9 and not 0.995.
+        # bound meaningless, so these are judged by decisions (argmax on decisive frames: the
+        # reference's top class leads by >= 1 nat) and by the mean error relative to how much
+        # the output moves between inputs (docs/validation.md).
         **{
             recipe: {
                 "segments": Tolerance(
-                    min_argmax_agreement=0.9, max_relative_to_spread=0.1, min_reference_spread=0.05
+                    min_argmax_agreement=0.995,
+                    argmax_margin=1.0,
+                    max_relative_to_spread=0.02,
+                    min_reference_spread=0.05,
                 )
             }
             for recipe in ("fp16", "palettize", "linear")
         },
     },
+    # Calibrated random weights are far more fragile than trained ones (1e-3 relative input
+    # noise flips ~1/2 of their argmaxes; 8-bit weights flip 3-9% of frames with a 1e-3
+    # margin), which is why 0.9 and 0.1 there.
+    untrained_tolerances={
+        recipe: {
+            "segments": Tolerance(
+                min_argmax_agreement=0.9, max_relative_to_spread=0.1, min_reference_spread=0.05
+            )
+        }
+        for recipe in ("fp16", "palettize", "linear")
+    },
     license_note="MIT (pyannote/segmentation-3.0)",
     uncompressed=("sinc_filters.weight",),
+    device_variants=DEVICE_VARIANTS,
 )
 
 EMBEDDING = ModelSpec(
@@ -91,12 +109,22 @@ EMBEDDING = ModelSpec(
     example_inputs=_lazy("validation.reference_embedding", "embedding_inputs"),
     tolerances={
         "fp32": {"embedding": Tolerance(min_cosine=0.9999, min_reference_spread=0.05)},
-        "fp16": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
-        "palettize": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
-        "linear": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)},
+        "fp16": {"embedding": Tolerance(min_cosine=0.999, min_reference_spread=0.05)},
+        "palettize": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
+        "linear": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
+    },
+    # 8-bit weights on calibrated random weights: every one of the 36 palettized tensors costs
+    # 2e-5..3e-4 of cosine on its own (measured one at a time), together 0.997 on quiet speech;
+    # random weights have no structure for the look-up tables to exploit (docs/quantization.md)
+    untrained_tolerances={
+        recipe: {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=0.05)}
+        for recipe in ("palettize", "linear")
     },
     license_note="CC-BY-4.0 (pyannote/wespeaker-voxceleb-resnet34-LM)",
     uncompressed=("fbank.log_mel.frames.weight", "fbank.log_mel.mel_of_squares"),
+    # the fbank up to its log: fp16 underflows quiet bins of the power spectrum
+    fp32_values=("log_mel_energy",),
+    device_variants=DEVICE_VARIANTS,
 )
 
 _EXACT = Tolerance(max_abs=0.0)

@@ -21,6 +21,10 @@ if TYPE_CHECKING:  # heavy imports only where used
     import torch
 
 Dim = int | str
+# Compute units that ask for the Neural Engine (fp16 only). `all` is left out on purpose: with
+# `all`, Core ML runs an fp32-typed program on the CPU/GPU in fp32 (coremltools' "Typed
+# Execution" guide: only the NE is barred for fp32 programs), so fp32 bounds still apply.
+NEURAL_ENGINE_UNITS = ("cpu_and_ne",)
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 
 
@@ -57,6 +61,9 @@ class Tolerance:
     max_abs: float | None = None
     min_cosine: float | None = None  # per row of the last axis
     min_argmax_agreement: float | None = None  # over the last axis
+    # argmax agreement counts only rows whose reference leads its runner-up by more than this
+    # (log-prob units): decisive frames. Near-ties are a coin toss for any precision.
+    argmax_margin: float = 1e-3
     # error / spread of the reference across inputs must stay below this (0 < x < 1)
     max_relative_to_spread: float | None = None
     # the reference must move at least this much between inputs (else: degenerate weights)
@@ -129,13 +136,22 @@ class ModelSpec:
     build_reference: Callable[[BuildContext], Callable[[Arrays], Arrays]]
     # deterministic named validation inputs
     example_inputs: Callable[[BuildContext], dict[str, Arrays]]
-    # precision/compression -> output name -> Tolerance ("fp32", "fp16", "palettize8", ...)
+    # precision/compression -> output name -> Tolerance ("fp32", "fp16", "palettize8", ...):
+    # what weights that were trained must meet
     tolerances: Mapping[str, Mapping[str, Tolerance]]
     license_note: str = ""
     # wrapper parameters that weight compression leaves alone: signal-processing constants
     # (a sinc filterbank, a DFT kernel) rather than learned weights, tiny, and where 256 levels
     # destroy the dynamic range the rest of the model depends on
     uncompressed: tuple[str, ...] = ()
+    # values of the converted MIL program (by name) that fp16 programs compute in fp32, together
+    # with everything upstream of them: the stages measured to need fp32 (docs/quantization.md)
+    fp32_values: tuple[str, ...] = ()
+    # the quantization recipes `build` makes from the fp32 package (QuantizeConfig settings)
+    device_variants: tuple[Mapping[str, Any], ...] = ()
+    # the same keys as `tolerances`, for seeded random (untrained) weights only, where those
+    # are more fragile than trained ones (docs/validation.md says why for each)
+    untrained_tolerances: Mapping[str, Mapping[str, Tolerance]] = field(default_factory=dict)
 
     def uncompressed_consts(self) -> tuple[str, ...]:
         """The const names coremltools gives those parameters (dots become underscores)."""
@@ -147,13 +163,31 @@ class ModelSpec:
     def output_shapes(self, geometry: Geometry) -> dict[str, tuple[int, ...]]:
         return {t.name: geometry.resolve(t.shape) for t in self.outputs}
 
-    def tolerance_for(self, recipe: str) -> Mapping[str, Tolerance]:
+    def tolerance_for(
+        self, recipe: str, compute_units: str = "cpu_only", *, trained: bool = True
+    ) -> Mapping[str, Tolerance]:
+        """The tolerances for a package made by `recipe`, run on `compute_units`.
+
+        On the Neural Engine (`cpu_and_ne`) an fp32 package is judged like an fp16 one: the
+        runtime decides the placement, and the ANE computes in fp16 only."""
+        table = self.tolerances if trained else {**self.tolerances, **self.untrained_tolerances}
+        return table[self.tolerance_key(recipe, compute_units)]
+
+    def tolerance_key(self, recipe: str, compute_units: str = "cpu_only") -> str:
+        """Which entry of the tolerance tables judges `recipe` on `compute_units`: the recipe
+        itself (palettize8), its family (palettize), or fp16 for anything else reduced."""
+        if recipe == "fp32" and compute_units in NEURAL_ENGINE_UNITS:
+            recipe = "fp16"
         if recipe in self.tolerances:
-            return self.tolerances[recipe]
+            return recipe
         family = recipe.rstrip("0123456789")
-        if family in self.tolerances:
-            return self.tolerances[family]
-        return self.tolerances["fp16"]
+        return family if family in self.tolerances else "fp16"
+
+
+def intended_compute_units(precision: str) -> str:
+    """The Core ML compute units a package of this precision is meant for: fp16 programs
+    (palettized ones included) for the Neural Engine, fp32 ones as the CPU reference."""
+    return "cpu_and_ne" if precision.startswith("fp16") else "cpu_only"
 
 
 def registry() -> dict[str, ModelSpec]:

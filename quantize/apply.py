@@ -215,20 +215,23 @@ def output_path(src: Path, out: Path, config: QuantizeConfig) -> Path:
     return out / f"{Path(src).name.removesuffix('.mlpackage')}_{config.name}.mlpackage"
 
 
+def _spec_of(meta: dict[str, str]):
+    """The registered ModelSpec a package was made from, or None (a foreign package)."""
+    from coreml_diarize.specs import registry
+
+    return registry().get(meta.get("model", ""))
+
+
 def _resolve_exclude(
-    config: QuantizeConfig, meta: dict[str, str], summary: ProgramSummary
+    config: QuantizeConfig, spec, summary: ProgramSummary
 ) -> tuple[QuantizeConfig, str]:
     """An unset `exclude` becomes the model spec's `uncompressed` weights (those present in
     the package): signal-processing constants that compression would wreck."""
     if config.exclude is not None:
         return config, "recipe"
     names: tuple[str, ...] = ()
-    if meta.get("model"):
-        from coreml_diarize.specs import registry
-
-        spec = registry().get(meta["model"])
-        if spec is not None:
-            names = tuple(n for n in spec.uncompressed_consts() if n in summary.weight_sizes)
+    if spec is not None:
+        names = tuple(n for n in spec.uncompressed_consts() if n in summary.weight_sizes)
     return dataclasses.replace(config, exclude=names), "model spec" if names else "none"
 
 
@@ -239,6 +242,10 @@ def _check_source(src: Path, config: QuantizeConfig, spec_version: int, summary:
         )
     if config.mode.startswith("fp16") and summary.compute_dtypes.get("fp16"):
         raise DiarizeError(f"{src.name} already computes in fp16; start from the fp32 package")
+    if config.compute == "fp32" and summary.compute_dtypes.get("fp16"):
+        raise DiarizeError(
+            f"{src.name} computes in fp16; compute fp32 needs the fp32 package as its source"
+        )
     why = config.needs_ios18()
     if why and spec_version < IOS18_SPEC_VERSION:
         target = SPEC_TARGETS.get(spec_version, f"specification version {spec_version}")
@@ -325,20 +332,33 @@ def _inputs_of(op) -> list:
     ]
 
 
-def fp32_path_of(program, exclude: frozenset[str]) -> frozenset[str]:
-    """Output names of the ops that read an excluded weight and of everything upstream of them.
+def fp32_path_of(
+    program, exclude: frozenset[str], values: frozenset[str] = frozenset()
+) -> frozenset[str]:
+    """Output names of the ops that read an excluded weight or produce one of `values` (the
+    spec's `fp32_values`), and of everything upstream of them.
 
     Keeping only the reader in fp32 is not enough: if its input was computed in fp16, the
     rounding noise (-66 dB, broadband) reaches the op anyway. SincNet's filterbank and the
     Kaldi fbank kernel both turn such noise into large errors in their quietest bands.
     """
-    readers = [
+    ops = list(iter_ops(program.functions["main"]))
+    produced = {o.name for op in ops for o in op.outputs}
+    missing = sorted(values - produced)
+    if missing:
+        # a renamed wrapper variable must not silently put a sensitive stage into fp16
+        raise ArtifactError(
+            f"internal error: the program has no value {', '.join(map(repr, missing))} that "
+            "the model declares fp32 (ModelSpec.fp32_values)"
+        )
+    seeds = [
         op
-        for op in iter_ops(program.functions["main"])
+        for op in ops
         if any(getattr(v, "name", None) in exclude for v in _inputs_of(op))
+        or any(o.name in values for o in op.outputs)
     ]
     keep: set[str] = set()
-    stack = list(readers)
+    stack = list(seeds)
     while stack:
         op = stack.pop()
         if op is None or op.op_type == "const" or op.outputs[0].name in keep:
@@ -348,12 +368,13 @@ def fp32_path_of(program, exclude: frozenset[str]) -> frozenset[str]:
     return frozenset(keep)
 
 
-def _fp16_model(src: Path, config: QuantizeConfig, spec_version: int):
+def _fp16_model(src: Path, config: QuantizeConfig, spec_version: int, fp32_values: frozenset[str]):
+    """The saved fp32 program as an fp16 program, but for the ops `fp32_path_of` keeps."""
     import coremltools as ct
 
     sensitive = FP32_SENSITIVE_OPS if config.mode == "fp16-selective" else frozenset()
     program = load_program(src)
-    keep = fp32_path_of(program, frozenset(config.exclude or ()))
+    keep = fp32_path_of(program, frozenset(config.exclude or ()), fp32_values)
 
     def selector(op) -> bool:
         """True = run this op in fp16."""
@@ -420,15 +441,19 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
     spec_version = int(source_spec.specificationVersion)
     source_meta = read_metadata(dict(source_spec.description.metadata.userDefined))
     summary = summarize_program(load_program(src))
-    config, exclude_from = _resolve_exclude(config, source_meta, summary)
+    spec = _spec_of(source_meta)
+    config, exclude_from = _resolve_exclude(config, spec, summary)
     _check_source(src, config, spec_version, summary)
+    fp32_values = frozenset(spec.fp32_values if spec is not None else ())
+    source_in_fp16 = bool(summary.compute_dtypes.get("fp16"))
 
     try:
         with quiet_coremltools():
-            if config.family == "fp16":
-                new = _fp16_model(src, config, spec_version)
-            else:
-                new = _compressed_model(source, config)
+            new = source
+            if config.computes_in_fp16 and not source_in_fp16:
+                new = _fp16_model(src, config, spec_version, fp32_values)
+            if config.family != "fp16":
+                new = _compressed_model(new, config)
             new = _with_source_description(new, source_spec)
     except DiarizeError:
         raise
@@ -442,17 +467,22 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
     recipe["exclude_from"] = exclude_from
     meta = new.user_defined_metadata
     meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
-    precision = config.mode if config.family == "fp16" else source_meta.get("precision", "fp32")
+    if config.family == "fp16":
+        precision = config.mode
+    elif config.computes_in_fp16 and not source_in_fp16:
+        precision = "fp16"
+    else:
+        precision = source_meta.get("precision", "fp32")
     meta[METADATA_PREFIX + "precision"] = precision
     meta[METADATA_PREFIX + "compression"] = config.compression
     meta[METADATA_PREFIX + "recipe"] = json.dumps(recipe, sort_keys=True)
     save_mlmodel(new, dst)
 
     summary = summarize_program(load_program(dst))
+    if config.computes_in_fp16 and not summary.compute_dtypes.get("fp16"):
+        raise ArtifactError(f"internal error: {dst.name} computes nothing in fp16")
     if config.family == "fp16":
         done = sum(1 for d in summary.weight_dtypes.values() if d == "float16")
-        if not summary.compute_dtypes.get("fp16"):
-            raise ArtifactError(f"internal error: {dst.name} computes nothing in fp16")
     else:
         done = summary.compressed
     return QuantizeResult(

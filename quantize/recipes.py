@@ -27,6 +27,10 @@ PALETTIZE_NBITS = (1, 2, 3, 4, 6, 8)
 # iOS16/17's constexpr_lut_to_dense stores 1, 2, 4, 6 or 8-bit indices; 3-bit needs iOS18
 IOS18_ONLY_NBITS = (3,)
 KMEANS_IMPLS = ("numpy", "coremltools")
+# what a compressed program computes in: fp16 (the default: the only precision the Neural
+# Engine runs, with fp16 look-up tables) or fp32 (weights decompress to fp32, CPU/GPU only)
+COMPUTE_PRECISIONS = ("fp16", "fp32")
+DEFAULT_COMPUTE = "fp16"
 DEFAULT_NBITS = 8
 DEFAULT_GROUP_SIZE = 16
 DEFAULT_WEIGHT_THRESHOLD = 2048  # elements; coremltools' own default
@@ -36,9 +40,18 @@ _APPLIES: dict[str, frozenset[str]] = {
     "fp16": frozenset({"exclude"}),
     "fp16-selective": frozenset({"exclude"}),
     "palettize": frozenset(
-        {"nbits", "granularity", "group_size", "weight_threshold", "seed", "kmeans", "exclude"}
+        {
+            "nbits",
+            "granularity",
+            "group_size",
+            "weight_threshold",
+            "seed",
+            "kmeans",
+            "exclude",
+            "compute",
+        }
     ),
-    "linear": frozenset({"nbits", "granularity", "weight_threshold", "exclude"}),
+    "linear": frozenset({"nbits", "granularity", "weight_threshold", "exclude", "compute"}),
 }
 
 
@@ -75,10 +88,13 @@ class QuantizeConfig:
     seed: k-means++ seed (palettize); same seed, same bytes.
     kmeans: numpy (default: seeded, exact 1-D k-means, thread-free) or coremltools (its
         scikit-learn k-means, whose seed is fixed at 0 by coremltools).
-    exclude: names of weight constants to leave uncompressed; with fp16 modes the ops that
+    exclude: names of weight constants to leave uncompressed; in fp16 programs the ops that
         read them, and every op upstream of those, also stay fp32 (SincNet's filterbank and
         the fbank kernel need this: see docs/quantization.md). Unset: the model spec's
         `uncompressed` weights; an empty list compresses everything.
+    compute: palettize/linear: the program's compute precision, fp16 (default: the program
+        is first made fp16 as mode fp16 does, so the look-up tables are fp16 and it can run on
+        the Neural Engine) or fp32 (weights decompress to fp32; CPU/GPU only).
     """
 
     mode: str
@@ -89,6 +105,7 @@ class QuantizeConfig:
     seed: int | None = None
     kmeans: str | None = None
     exclude: tuple[str, ...] | None = None
+    compute: str | None = None
 
     def __post_init__(self) -> None:
         mode = _choice("mode", self.mode, MODES)
@@ -107,6 +124,9 @@ class QuantizeConfig:
         object.__setattr__(self, name, value)  # frozen: defaults are filled once, here
 
     def _fill_common(self) -> None:
+        self._set(
+            "compute", _choice("compute", self.compute or DEFAULT_COMPUTE, COMPUTE_PRECISIONS)
+        )
         threshold = (
             DEFAULT_WEIGHT_THRESHOLD if self.weight_threshold is None else self.weight_threshold
         )
@@ -169,10 +189,17 @@ class QuantizeConfig:
 
     @property
     def name(self) -> str:
-        """The artifact tag: <stem>_<name>.mlpackage (palettize8, palettize4g16, linear8, fp16)."""
+        """The artifact tag: <stem>_<name>.mlpackage (palettize8, palettize4g16, linear8, fp16;
+        palettize8_fp32 for a compressed program that computes in fp32)."""
         if self.mode == "palettize" and self.granularity == "per_grouped_channel":
-            return f"palettize{self.nbits}g{self.group_size}"
-        return self.compression if self.compression != "none" else self.mode
+            tag = f"palettize{self.nbits}g{self.group_size}"
+        else:
+            tag = self.compression if self.compression != "none" else self.mode
+        return f"{tag}_fp32" if self.compute == "fp32" else tag
+
+    @property
+    def computes_in_fp16(self) -> bool:
+        return self.family == "fp16" or self.compute == "fp16"
 
     def needs_ios18(self) -> str | None:
         """Why this recipe needs an iOS18 package, or None."""

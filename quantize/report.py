@@ -26,8 +26,6 @@ import numpy as np
 from coreml_diarize.errors import ArtifactError
 from coreml_diarize.specs import Tolerance
 
-CONFIDENT_MARGIN = 1e-3  # frames whose reference top-2 log-prob margin is below this are ties
-
 
 @dataclass(frozen=True)
 class Check:
@@ -193,7 +191,7 @@ def compare(
         r = np.concatenate([_rows(x) for x in refs])
         g = np.concatenate([_rows(x) for x in outs])
         top2 = np.sort(r, axis=1)[:, -2:]
-        confident = (top2[:, 1] - top2[:, 0]) > CONFIDENT_MARGIN
+        confident = (top2[:, 1] - top2[:, 0]) > tol.argmax_margin
         agree = r.argmax(1) == g.argmax(1)
         moves = [float(np.mean(_rows(a).argmax(1) != _rows(b).argmax(1))) for a, b in _pairs(refs)]
         fields["argmax_agreement"] = float(agree.mean())
@@ -308,7 +306,8 @@ def quantize_report(
     else:
         spec = get_spec(meta["model"])
     recipe_name = recipe_of(meta)
-    tolerances = spec.tolerance_for(recipe_name)
+    trained = meta.get("source.trained", "true") != "false"
+    tolerances = spec.tolerance_for(recipe_name, trained=trained)
     recipe = _json_or_empty(meta.get("recipe", "{}"))
     used = resolve_backend(backend)
 
@@ -347,7 +346,7 @@ def quantize_report(
         model=spec.key,
         recipe_name=recipe_name,
         recipe=recipe,
-        tolerance_family=_tolerance_family(spec, recipe_name),
+        tolerance_family=spec.tolerance_key(recipe_name),
         backend=used,
         weights=weights,
         trained=trained,
@@ -382,14 +381,6 @@ def _run_all(package: Path, cases: Mapping[str, Mapping[str, np.ndarray]], backe
         name: run_mlpackage(package, inputs, backend=backend).outputs
         for name, inputs in cases.items()
     }
-
-
-def _tolerance_family(spec, recipe_name: str) -> str:
-    """Which entry of `spec.tolerances` `ModelSpec.tolerance_for` picks (for the report)."""
-    if recipe_name in spec.tolerances:
-        return recipe_name
-    family = recipe_name.rstrip("0123456789")
-    return family if family in spec.tolerances else "fp16"
 
 
 def _json_or_empty(text: str) -> dict[str, Any]:

@@ -34,3 +34,27 @@ def seg_package(seg_ctx, tmp_path_factory):
     from coreml_diarize.specs import get_spec
 
     return convert_model(get_spec("segmentation"), seg_ctx, tmp_path_factory.mktemp("seg")).path
+
+
+@pytest.fixture(scope="session")
+def emb_weights():
+    from coreml_diarize.sources import load_weights
+
+    return load_weights("embedding", "random:0")
+
+
+@pytest.fixture(scope="session")
+def emb_ctx(emb_weights):
+    from coreml_diarize.sources import default_geometry
+    from coreml_diarize.specs import BuildContext, Options
+
+    return BuildContext(default_geometry(), Options(), emb_weights)
+
+
+@pytest.fixture(scope="session")
+def emb_package(emb_ctx, tmp_path_factory):
+    """wespeaker_v2.mlpackage (fp32) through the project's converter, once per session."""
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.specs import get_spec
+
+    return convert_model(get_spec("embedding"), emb_ctx, tmp_path_factory.mktemp("emb")).path

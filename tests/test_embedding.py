@@ -37,18 +37,13 @@ def relative_error(ours: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def weights():
-    from coreml_diarize.sources import load_weights
-
-    return load_weights("embedding", "random:0")
+def weights(emb_weights):
+    return emb_weights
 
 
 @pytest.fixture(scope="module")
-def ctx(weights):
-    from coreml_diarize.sources import default_geometry
-    from coreml_diarize.specs import BuildContext, Options
-
-    return BuildContext(default_geometry(), Options(), weights)
+def ctx(emb_ctx):
+    return emb_ctx
 
 
 @pytest.fixture(scope="module")
@@ -261,12 +256,8 @@ def test_calibration_is_deterministic(weights):
 
 
 @pytest.fixture(scope="module")
-def package(ctx, tmp_path_factory) -> Path:
-    """wespeaker_v2.mlpackage (fp32) through the project's converter, once per module."""
-    from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.models import EMBEDDING
-
-    return convert_model(EMBEDDING, ctx, tmp_path_factory.mktemp("embedding")).path
+def package(emb_package) -> Path:
+    return emb_package
 
 
 def test_package_has_the_contract_io(package):

@@ -45,6 +45,7 @@ def test_defaults_are_filled_and_recorded():
         "weight_threshold": 2048,
         "seed": 0,
         "kmeans": "numpy",
+        "compute": "fp16",  # the Neural Engine's precision: fp16 look-up tables
     }  # exclude unset: the model spec's own list, resolved against the package
     assert (config.name, config.compression, config.family) == (
         "palettize8",
@@ -62,7 +63,11 @@ def test_defaults_are_filled_and_recorded():
         "nbits": 8,
         "granularity": "per_channel",
         "weight_threshold": 2048,
+        "compute": "fp16",
     }
+    fp32_compute = QuantizeConfig(mode="palettize", compute="fp32")
+    assert (fp32_compute.name, fp32_compute.compression) == ("palettize8_fp32", "palettize8")
+    assert not fp32_compute.computes_in_fp16
     assert QuantizeConfig(mode="fp16-selective").to_dict() == {"mode": "fp16-selective"}
     assert QuantizeConfig(mode="linear", exclude=()).to_dict()["exclude"] == []
     assert QuantizeConfig(mode="fp16-selective").compression == "none"
@@ -100,6 +105,8 @@ def test_defaults_are_filled_and_recorded():
         ({"mode": "palettize", "weight_threshold": -5}, "weight_threshold must be >= 0"),
         ({"mode": "palettize", "nbit": 8}, "unknown setting 'nbit' (did you mean 'nbits'?"),
         ({"mode": "palettize", "exclude": "sinc"}, "exclude must be a list"),
+        ({"mode": "palettize", "compute": "int8"}, "unknown compute 'int8'"),
+        ({"mode": "fp16", "compute": "fp16"}, "compute does not apply to mode fp16"),
     ],
 )
 def test_bad_settings_are_rejected_with_one_line(settings, message):
@@ -320,25 +327,45 @@ def test_palettize8_segmentation(palettized, seg_package):
     program = load_program(palettized.dst)
     luts = _ops(program, "constexpr_lut_to_dense")
     assert len(luts) == 20  # 2 convs, 16 LSTM matrices, 2 linears
-    for op in luts:
-        assert op.lut.val.shape == (256,) and op.lut.val.dtype == np.float32
+    for op in luts:  # fp16 look-up tables inside an fp16 program: what the ANE can run
+        assert op.lut.val.shape == (256,) and op.lut.val.dtype == np.float16
     consts = {op.name: op.outputs[0].val for op in _ops(program, "const")}
-    # the spec keeps SincNet's filterbank uncompressed (ModelSpec.uncompressed) ...
+    # the spec keeps SincNet's filterbank uncompressed and fp32 (ModelSpec.uncompressed) ...
     assert consts["sinc_filters_weight"].dtype == np.float32
-    # ... and the classifier (7 x 128 = 896 elements) is under the threshold
-    assert "classifier_weight" in consts
-    assert palettized.size_after <= 1_650_000  # 1.56 MB + the fp32 filterbank (80 KB)
+    # ... and the classifier (7 x 128 = 896 elements) is under the threshold, cast to fp16
+    assert consts["classifier_weight_to_fp16"].dtype == np.float16
+    fp32_ops = {op.op_type for op in _compute_ops(palettized.dst) if _dtype(op) == "fp32"}
+    assert fp32_ops == {"instance_norm", "conv"}  # the waveform's norm and the filterbank
+    assert palettized.size_after <= 1_650_000  # 1.47 MB of indices + the fp32 filterbank
     assert 3.5 < palettized.ratio < 4.0  # 8-bit indices: ~1/4 of fp32 weights
     assert palettized.size_before == package_size(seg_package)
     meta = inspect_package(palettized.dst).metadata
     assert meta["coreml_diarize.compression"] == "palettize8"
-    assert meta["coreml_diarize.precision"] == "fp32"
+    assert meta["coreml_diarize.precision"] == "fp16"
     recipe = json.loads(meta["coreml_diarize.recipe"])
     assert recipe["nbits"] == 8 and recipe["source"]["file"] == seg_package.name
     assert recipe["exclude"] == ["sinc_filters_weight"] and recipe["exclude_from"] == "model spec"
     assert recipe["source"]["tree_sha256"] == tree_hash(seg_package)[0]
     assert "com.github.apple.coremltools.conversion_date" not in meta
     assert meta["coreml_diarize.source.location"] == "random-init:0"  # provenance carried over
+
+
+def test_palettize8_with_fp32_compute_is_an_explicit_option(seg_package, tmp_path):
+    config = QuantizeConfig(mode="palettize", compute="fp32")
+    result = quantize_package(seg_package, tmp_path, config)
+    assert result.dst.name == "pyannote_segmentation_palettize8_fp32.mlpackage"
+    program = load_program(result.dst)
+    assert {op.lut.val.dtype for op in _ops(program, "constexpr_lut_to_dense")} == {
+        np.dtype(np.float32)
+    }
+    assert {_dtype(op) for op in _compute_ops(result.dst)} == {"fp32"}
+    meta = inspect_package(result.dst).metadata
+    assert meta["coreml_diarize.precision"] == "fp32"
+    assert json.loads(meta["coreml_diarize.recipe"])["compute"] == "fp32"
+    # an fp16 package cannot be the source of an fp32-compute variant
+    fp16 = quantize_package(seg_package, tmp_path, QuantizeConfig(mode="fp16"))
+    with pytest.raises(DiarizeError, match="compute fp32 needs the fp32 package"):
+        quantize_package(fp16.dst, tmp_path, config)
 
 
 def test_same_recipe_gives_identical_bytes(palettized, seg_package, tmp_path):
@@ -418,7 +445,9 @@ def test_report_scores_against_torch(palettized, seg_package, seg_ctx):
     assert torch_row.against == "torch"
     assert torch_row.spread > 0.05
     assert 0 < torch_row.relative_to_spread < 0.1  # measured 0.044
-    assert torch_row.argmax_agreement_confident > 0.95  # measured 0.9534
+    # the default recipe is an fp16 program now: measured 0.947 (fp32 compute: 0.953); the
+    # random net is this fragile (docs/quantization.md), trained weights are judged at 0.995
+    assert torch_row.argmax_agreement_confident > 0.94
     assert torch_row.confident_share > 0.9
     assert torch_row.argmax_spread > 0.5  # the reference argmax really moves between inputs
     names = {c.what for c in report.checks}

@@ -244,6 +244,7 @@ def test_secrets_only_in_env_of_the_steps_that_need_them():
             "macos",
             "Compare the converted chain with pyannote's PyTorch pipeline (fp32, palettize8)",
         ): {"HF_TOKEN"},
+        ("macos", "Validate every package on the CPU and on the Neural Engine"): {"HF_TOKEN"},
         ("macos", "Publish to the Hugging Face Hub (tags, when HF_PUBLISH_TOKEN is set)"): {
             "HF_PUBLISH_TOKEN"
         },
@@ -289,12 +290,32 @@ def test_macos_compares_fp32_and_palettize8_and_gates_der():
     assert "bundled_sample_path" in script  # pyannote's own sample.wav
 
     uploaded = _steps("macos")[upload_cmp]["with"]["path"].split()
-    assert uploaded == ["artifacts/compare/cmp_fp32.json", "artifacts/compare/cmp_palettize8.json"]
+    assert uploaded == [
+        "artifacts/compare/cmp_fp32.json",
+        "artifacts/compare/cmp_palettize8.json",
+        "artifacts/device/validate_cpu_only.json",
+        "artifacts/device/validate_cpu_and_ne.json",
+    ]
     gate_run = " ".join(_steps("macos")[gate]["run"].split())
     assert gate_run == (
         "python .github/scripts/der_gate.py --max-der-percent 1 "
         "artifacts/compare/cmp_fp32.json artifacts/compare/cmp_palettize8.json"
     )
+
+
+def test_macos_validates_every_package_on_cpu_and_neural_engine():
+    """Each package runs through Core ML with both compute-unit settings, after the build and
+    before the bundle is uploaded; the per-unit tolerances live with the models."""
+    build = _step_index("macos", lambda s: "make models" in s.get("run", ""))
+    validate = _step_index("macos", lambda s: "coreml-diarize validate" in s.get("run", ""))
+    upload_bundle = _step_index(
+        "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-bundle"
+    )
+    assert build < validate < upload_bundle
+    script = " ".join(_steps("macos")[validate]["run"].replace("\\\n", " ").split())
+    assert "for units in cpu_only cpu_and_ne" in script
+    assert "--backend coreml" in script and '--compute-units "$units"' in script
+    assert '--json "artifacts/device/validate_${units}.json"' in script
 
 
 def test_workflow_cli_options_exist():

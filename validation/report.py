@@ -23,8 +23,6 @@ from coreml_diarize.specs import ModelSpec, Options, Tolerance, get_spec
 
 from . import metrics
 
-CONFIDENT_MARGIN = 1e-3
-
 
 @dataclass
 class OutputResult:
@@ -260,7 +258,7 @@ def compare_output(
     if tol.min_argmax_agreement is not None:
         result.argmax_agreement = metrics.argmax_agreement(ref, got)
         result.argmax_agreement_confident = metrics.argmax_agreement(
-            ref, got, min_margin=CONFIDENT_MARGIN
+            ref, got, min_margin=tol.argmax_margin
         )
         if result.argmax_agreement_confident < tol.min_argmax_agreement:
             result.failures.append(
@@ -316,15 +314,18 @@ def validate_package(
         meta = package_metadata(path)
         spec = get_spec(meta["model"])
     recipe = recipe_of(meta)
-    tolerances = dict(spec.tolerance_for(recipe))
+    runner = open_package(path, backend=backend, compute_units=compute_units)
+    used_backend = runner.backend
+    # the MIL executor computes in the program's own dtypes, whatever units were asked for
+    judged_units = compute_units if used_backend == "coreml" else "cpu_only"
+    trained = meta.get("source.trained", "true") != "false"
+    tolerances = dict(spec.tolerance_for(recipe, judged_units, trained=trained))
     if tolerance_overrides:
         tolerances = {k: _override(t, tolerance_overrides) for k, t in tolerances.items()}
     reference = spec.build_reference(ctx)
     cases = spec.example_inputs(ctx)
     if audio:
         cases.update(audio_cases(spec, ctx, next(iter(cases.values())), audio))
-    runner = open_package(path, backend=backend, compute_units=compute_units)
-    used_backend = runner.backend
 
     rounding_floor = _rounding_floor(spec, ctx, tolerances) if recipe == "fp32" else None
 
