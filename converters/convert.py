@@ -20,9 +20,10 @@ import numpy as np
 from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import make_deterministic, package_size
+from coreml_diarize.record import CONVERSION_DATE_KEY, PackageRecord
 from coreml_diarize.specs import DEPLOYMENT_TARGETS
 
-from .metadata import AUTHOR, METADATA_PREFIX, artifact_metadata
+from .metadata import AUTHOR, conversion_record
 
 PRECISIONS = ("fp32", "fp16", "fp16-selective")
 
@@ -149,22 +150,14 @@ def to_mlmodel(spec, ctx):
             minimum_deployment_target=_target(ctx.options.minimum_deployment_target),
         )
     # wrappers may state derived constants of their own (e.g. a fallback frame count)
-    extra = {f"wrapper.{k}": str(v) for k, v in getattr(wrapper, "metadata", {}).items()}
-    describe(mlmodel, spec, ctx, precision=precision, extra=extra)
+    constants = {k: str(v) for k, v in getattr(wrapper, "metadata", {}).items()}
+    record = conversion_record(spec=spec, ctx=ctx, precision=precision, wrapper_constants=constants)
+    describe(mlmodel, spec, record)
     return mlmodel
 
 
-def describe(
-    mlmodel,
-    spec,
-    ctx,
-    *,
-    precision: str,
-    compression: str = "none",
-    recipe: dict | None = None,
-    extra: dict[str, str] | None = None,
-) -> None:
-    """Author, license, version, descriptions and provenance keys, in place."""
+def describe(mlmodel, spec, record: PackageRecord) -> None:
+    """Author, license, version, descriptions and the package record, in place."""
     from coreml_diarize import __version__
 
     mlmodel.author = AUTHOR
@@ -175,14 +168,8 @@ def describe(
         mlmodel.input_description[t.name] = t.description
     for t in spec.outputs:
         mlmodel.output_description[t.name] = t.description
-    # coremltools stamps the conversion date: drop it, or the same inputs give different bytes
-    mlmodel.user_defined_metadata.pop("com.github.apple.coremltools.conversion_date", None)
-    mlmodel.user_defined_metadata.update(
-        artifact_metadata(
-            spec=spec, ctx=ctx, precision=precision, compression=compression, recipe=recipe
-        )
-    )
-    mlmodel.user_defined_metadata.update({METADATA_PREFIX + k: v for k, v in (extra or {}).items()})
+    mlmodel.user_defined_metadata.pop(CONVERSION_DATE_KEY, None)
+    mlmodel.user_defined_metadata.update(record.to_metadata())
 
 
 def save_mlmodel(mlmodel, target: Path) -> Path:

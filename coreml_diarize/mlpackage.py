@@ -18,7 +18,21 @@ _ITEM_NAMESPACE = uuid.UUID("5d1c9a64-3f0e-4b8e-9d57-2c3f6c0a9e11")
 
 
 def make_deterministic(package: Path) -> None:
-    """Replace the random item UUIDs in Manifest.json by UUIDv5s of each item's path."""
+    """Replace the random item UUIDs in Manifest.json by UUIDv5s of each item's path, and
+    write the model specification with protobuf's deterministic serialisation.
+
+    Why the second: the user-defined metadata is a protobuf map, and protobuf's default
+    serialisation writes map entries in hash-table order, which the upb runtime seeds per
+    process: the same model saved by two processes gave different bytes (measured). The
+    deterministic serialisation sorts map keys; the parsed model is the same.
+    """
+    from coremltools.proto import Model_pb2
+
+    spec_path = Path(package) / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    if spec_path.is_file():
+        spec = Model_pb2.Model()
+        spec.ParseFromString(spec_path.read_bytes())
+        spec_path.write_bytes(spec.SerializeToString(deterministic=True))
     manifest_path = Path(package) / "Manifest.json"
     manifest = json.loads(manifest_path.read_text())
     renamed = {

@@ -21,7 +21,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from coreml_diarize.converters.convert import FP32_SENSITIVE_OPS, quiet_coremltools, save_mlmodel
-from coreml_diarize.converters.metadata import METADATA_PREFIX, read_metadata
 from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.mlpackage import (
     check_package,
@@ -40,10 +38,10 @@ from coreml_diarize.mlpackage import (
     package_size,
     tree_hash,
 )
+from coreml_diarize.record import CONVERSION_DATE_KEY, PackageRecord, quantization_metadata
 
 from .recipes import QuantizeConfig
 
-CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 # Core ML specification version -> deployment target (the package's own minimum)
 SPEC_TARGETS = {7: "iOS16", 8: "iOS17", 9: "iOS18"}
 IOS18_SPEC_VERSION = 9
@@ -215,11 +213,22 @@ def output_path(src: Path, out: Path, config: QuantizeConfig) -> Path:
     return out / f"{Path(src).name.removesuffix('.mlpackage')}_{config.name}.mlpackage"
 
 
-def _spec_of(meta: dict[str, str]):
+def _record_of(source_spec, name: str) -> PackageRecord | None:
+    """The package's record, or None for a package this toolkit did not build (quantizing
+    those is allowed; they get no spec-driven defaults)."""
+    try:
+        return PackageRecord.from_metadata(
+            dict(source_spec.description.metadata.userDefined), name=name
+        )
+    except ArtifactError:
+        return None
+
+
+def _spec_of(record: PackageRecord | None):
     """The registered ModelSpec a package was made from, or None (a foreign package)."""
     from coreml_diarize.specs import registry
 
-    return registry().get(meta.get("model", ""))
+    return registry().get(record.model) if record is not None else None
 
 
 def _resolve_exclude(
@@ -410,18 +419,14 @@ def _with_source_description(new_model, source_spec):
 
 
 def _recipe_metadata(
-    config: QuantizeConfig, src: Path, source_meta: dict[str, str], src_hash: str, size: int
+    config: QuantizeConfig, src: Path, record: PackageRecord | None, src_hash: str, size: int
 ) -> dict[str, Any]:
     recipe = config.to_dict()
-    try:
-        source_recipe = json.loads(source_meta.get("recipe", "{}"))
-    except ValueError:
-        source_recipe = source_meta.get("recipe")
     recipe["source"] = {
         "file": src.name,
         "tree_sha256": src_hash,
         "size_bytes": size,
-        "recipe": source_recipe,
+        "recipe": dict(record.recipe) if record is not None else {},
     }
     return recipe
 
@@ -439,9 +444,9 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
     source = load_mlmodel(src)
     source_spec = source.get_spec()
     spec_version = int(source_spec.specificationVersion)
-    source_meta = read_metadata(dict(source_spec.description.metadata.userDefined))
+    record = _record_of(source_spec, src.name)
     summary = summarize_program(load_program(src))
-    spec = _spec_of(source_meta)
+    spec = _spec_of(record)
     config, exclude_from = _resolve_exclude(config, spec, summary)
     _check_source(src, config, spec_version, summary)
     fp32_values = frozenset(spec.fp32_values if spec is not None else ())
@@ -463,7 +468,7 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
             f"coremltools could not apply {config.name} to {src.name}: {first}"
         ) from exc
 
-    recipe = _recipe_metadata(config, src, source_meta, src_hash, size_before)
+    recipe = _recipe_metadata(config, src, record, src_hash, size_before)
     recipe["exclude_from"] = exclude_from
     meta = new.user_defined_metadata
     meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
@@ -472,10 +477,11 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
     elif config.computes_in_fp16 and not source_in_fp16:
         precision = "fp16"
     else:
-        precision = source_meta.get("precision", "fp32")
-    meta[METADATA_PREFIX + "precision"] = precision
-    meta[METADATA_PREFIX + "compression"] = config.compression
-    meta[METADATA_PREFIX + "recipe"] = json.dumps(recipe, sort_keys=True)
+        precision = record.precision if record is not None else "fp32"
+    # the source's record is carried over; the quantization rewrites its own keys in place
+    meta.update(
+        quantization_metadata(precision=precision, compression=config.compression, recipe=recipe)
+    )
     save_mlmodel(new, dst)
 
     summary = summarize_program(load_program(dst))
