@@ -43,8 +43,9 @@ def bench_model(
 ) -> dict:
     from coreml_diarize.build import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.quantize import QuantizeConfig, quantize_package, quantize_report
+    from coreml_diarize.quantize import QuantizeConfig, quantize_package
     from coreml_diarize.specs import get_spec
+    from coreml_diarize.validation.quantize_report import quantize_report
 
     spec = get_spec(key)
     start = time.perf_counter()

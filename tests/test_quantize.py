@@ -30,8 +30,8 @@ from coreml_diarize.quantize import (
     kmeans_1d,
     output_path,
     quantize_package,
-    quantize_report,
 )
+from coreml_diarize.validation.quantize_report import quantize_report
 
 # --- recipes -----------------------------------------------------------------------------------
 
@@ -441,6 +441,15 @@ def test_report_scores_against_torch(palettized, seg_package, seg_ctx):
     assert "NOT trained" in report.weights and "random-init:0" in report.weights
     assert report.size_before == package_size(seg_package)
     assert report.ratio == pytest.approx(palettized.ratio)
+    # pass/fail is validation's judgement of the same package, per input
+    judged = report.validation
+    assert report.passed is judged.passed and report.failures == judged.all_failures()
+    assert [c.input for c in judged.cases] == list(report.inputs)
+    assert judged.reference_spread["segments"] > 0.05  # the reference-spread rule was applied
+    worst = judged.summary()["segments"]
+    assert 0 < worst["relative_to_spread"] < 0.1  # the error/spread rule, on every input
+    assert worst["argmax_agreement_confident"] >= 0.9
+    # pooled over inputs, for information
     (torch_row,) = report.accuracy
     assert torch_row.against == "torch"
     assert torch_row.spread > 0.05
@@ -450,11 +459,10 @@ def test_report_scores_against_torch(palettized, seg_package, seg_ctx):
     assert torch_row.argmax_agreement_confident > 0.94
     assert torch_row.confident_share > 0.9
     assert torch_row.argmax_spread > 0.5  # the reference argmax really moves between inputs
-    names = {c.what for c in report.checks}
-    assert {"segments: reference spread", "segments: error / spread"} <= names
     assert report.passed, report.format_table()
     data = json.loads(report.to_json())
     assert data["passed"] is True and data["ratio"] == pytest.approx(report.ratio)
+    assert data["validation"]["passed"] is True and data["failures"] == []
     table = report.format_table()
     assert "palettize8" in table and "NOT trained" in table and "PASSED" in table
 
@@ -514,8 +522,10 @@ def test_cli_broken_recipe_fails_its_thresholds(seg_package, tmp_path):
     )
     report = json.loads(out_json.read_text())["report"]
     assert report["passed"] is False
-    failed = {c["what"] for c in report["checks"] if not c["passed"]}
-    assert failed == {"segments: argmax agreement (confident frames)", "segments: error / spread"}
+    assert report["validation"]["passed"] is False and report["failures"]
+    # the decisions and the error relative to the signal fail; the reference itself is fine
+    kinds = {f.split(": ", 1)[1].split(" ")[0] for f in report["failures"]}
+    assert kinds == {"argmax", "error/spread"}, report["failures"]
     torch_row, float_row = report["accuracy"]
     assert (torch_row["against"], float_row["against"]) == ("torch", "float")
     assert torch_row["relative_to_spread"] > 0.5  # errors about as large as the signal

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,25 +40,64 @@ def row_cosines(ref: np.ndarray, got: np.ndarray, eps: float = 1e-12) -> np.ndar
     return np.where(both_zero, 1.0, cos)
 
 
+def rows(x: np.ndarray) -> np.ndarray:
+    """The array as rows of its last axis (classes, embedding dimensions)."""
+    x = np.asarray(x)
+    return x.reshape(-1, x.shape[-1])
+
+
+def pooled(arrays: list[np.ndarray]) -> np.ndarray:
+    """Several inputs' arrays of one output as one set of rows, for metrics over all inputs."""
+    return np.concatenate([rows(x) for x in arrays])
+
+
+def decisive_rows(ref: np.ndarray, min_margin: float) -> np.ndarray:
+    """Mask of the rows whose reference top-2 margin exceeds `min_margin` (all rows for 0)."""
+    r = rows(ref)
+    if min_margin <= 0:
+        return np.ones(len(r), dtype=bool)
+    top2 = np.sort(r, axis=1)[:, -2:]
+    return (top2[:, 1] - top2[:, 0]) > min_margin
+
+
 def argmax_agreement(ref: np.ndarray, got: np.ndarray, *, min_margin: float = 0.0) -> float:
     """Share of rows (last axis = classes) whose argmax agrees; with `min_margin`, only rows
     whose reference top-2 margin exceeds it (near-ties are a coin toss for any precision)."""
-    r = ref.reshape(-1, ref.shape[-1])
-    g = got.reshape(-1, got.shape[-1])
-    keep = np.ones(len(r), dtype=bool)
-    if min_margin > 0:
-        top2 = np.sort(r, axis=1)[:, -2:]
-        keep = (top2[:, 1] - top2[:, 0]) > min_margin
+    r, g = rows(ref), rows(got)
+    keep = decisive_rows(r, min_margin)
     if not keep.any():
         return 1.0
     return float(np.mean(r[keep].argmax(1) == g[keep].argmax(1)))
 
 
-def spread(references: list[np.ndarray]) -> float:
-    """How much the reference output moves between different inputs: the mean absolute
-    difference over all pairs of inputs. A near-constant model has spread ~0."""
+def argmax_disagreement(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of rows whose argmax differs."""
+    return float(np.mean(rows(a).argmax(1) != rows(b).argmax(1)))
+
+
+def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean (1 - cosine) over rows of the last axis."""
+    return float(np.mean(1.0 - row_cosines(a, b)))
+
+
+def spread(
+    references: list[np.ndarray],
+    distance: Callable[[np.ndarray, np.ndarray], float] = mean_abs,
+) -> float:
+    """How much the reference output moves between different inputs: the mean `distance`
+    (default: mean absolute difference) over all pairs of inputs. A near-constant model has
+    spread ~0; nan when no two inputs can be compared."""
     # inputs of different shapes (a flexible dimension) cannot be compared element-wise
     pairs = [(a, b) for a, b in itertools.combinations(references, 2) if a.shape == b.shape]
     if not pairs:
         return float("nan")
-    return float(np.mean([mean_abs(a, b) for a, b in pairs]))
+    return float(np.mean([distance(a, b) for a, b in pairs]))
+
+
+def relative(error: float, spread: float) -> float:
+    """`error` in units of `spread`: nan without a spread, inf for an error on a constant."""
+    if math.isnan(spread):
+        return math.nan
+    if spread <= 0:
+        return 0.0 if error == 0 else math.inf
+    return error / spread

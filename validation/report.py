@@ -3,8 +3,9 @@
 The package says which model it is, which weights it was built from and with which recipe
 (its metadata); the reference is rebuilt from that provenance (or from `source`), the package
 is executed through a backend (Core ML on macOS, the MIL reference executor elsewhere), and
-every output is compared with the spec's tolerance for the recipe. A reference that barely
-depends on its input (degenerate weights) fails instead of passing trivially.
+every output is judged by `judge.judge` (the one judge, shared with the quantize report) with
+the spec's tolerance for the recipe. A reference that barely depends on its input (degenerate
+weights) fails instead of passing trivially.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,39 +23,13 @@ from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.specs import ModelSpec, Options, Tolerance, get_spec
 
 from . import metrics
+from .judge import Judgement, judge
 
 
 @dataclass
-class OutputResult:
-    output: str
-    max_abs: float
-    mean_abs: float
-    psnr: float
-    cosine_min: float | None = None
-    cosine_mean: float | None = None
-    argmax_agreement: float | None = None
-    argmax_agreement_confident: float | None = None
-    relative_to_spread: float | None = None
-    fp32_floor: float | None = None  # |torch fp32 - torch fp64| on this input, when measured
-    failures: list[str] = field(default_factory=list)
+class ValidationReport(Judgement):
+    """The judgement of one saved package, with what it was judged as and where."""
 
-    @property
-    def passed(self) -> bool:
-        return not self.failures
-
-
-@dataclass
-class CaseResult:
-    input: str
-    outputs: list[OutputResult]
-
-    @property
-    def passed(self) -> bool:
-        return all(o.passed for o in self.outputs)
-
-
-@dataclass
-class ValidationReport:
     package: str
     model: str
     recipe: str
@@ -63,69 +38,50 @@ class ValidationReport:
     trained: str
     source: str
     versions: dict[str, str]
-    reference_spread: dict[str, float]
-    cases: list[CaseResult]
-    failures: list[str]
     seconds: float
-
-    @property
-    def passed(self) -> bool:
-        return not self.failures and all(c.passed for c in self.cases)
-
-    def summary(self) -> dict:
-        """Worst value of each metric per output, over all inputs."""
-        out: dict[str, dict] = {}
-        for case in self.cases:
-            for o in case.outputs:
-                s = out.setdefault(o.output, {})
-                s["max_abs"] = max(s.get("max_abs", 0.0), o.max_abs)
-                s["psnr_min"] = min(s.get("psnr_min", math.inf), o.psnr)
-                for key in ("cosine_min", "argmax_agreement", "argmax_agreement_confident"):
-                    value = getattr(o, key)
-                    if value is not None:
-                        s[key] = min(s.get(key, math.inf), value)
-                if o.relative_to_spread is not None:
-                    s["relative_to_spread"] = max(
-                        s.get("relative_to_spread", 0.0), o.relative_to_spread
-                    )
-        return out
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["passed"] = self.passed
         d["summary"] = self.summary()
         return json.loads(
-            json.dumps(d, default=_json_default, allow_nan=True).replace("Infinity", "1e309")
+            json.dumps(d, default=json_default, allow_nan=True).replace("Infinity", "1e309")
         )
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=_json_default)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=json_default)
 
     def table(self) -> str:
         """A readable terminal table: one row per (input, output)."""
-        head = f"{'input':14} {'output':16} {'max_abs':>10} {'psnr':>7} {'cos_min':>8} {'argmax':>7} {'rel':>8}  ok"
-        lines = [
-            f"{self.package}: {self.model} [{self.recipe}] via {self.backend}"
-            + (f" ({self.compute_units})" if self.backend == "coreml" else "")
-            + f", weights {self.source} (trained: {self.trained})",
-            head,
-        ]
-        for case in self.cases:
-            for o in case.outputs:
-                lines.append(
-                    f"{case.input:14} {o.output:16} {o.max_abs:10.3g} {_fmt(o.psnr, '7.1f')} "
-                    f"{_fmt(o.cosine_min, '8.5f')} {_fmt(o.argmax_agreement_confident, '7.4f')} "
-                    f"{_fmt(o.relative_to_spread, '8.2g')}  {'ok' if o.passed else 'FAIL'}"
-                )
-        for failure in self.failures + [
-            f for c in self.cases for o in c.outputs for f in o.failures
-        ]:
-            lines.append(f"  FAIL {failure}")
-        lines.append("PASSED" if self.passed else "FAILED")
-        return "\n".join(lines)
+        return "\n".join(
+            [
+                f"{self.package}: {self.model} [{self.recipe}] via {self.backend}"
+                + (f" ({self.compute_units})" if self.backend == "coreml" else "")
+                + f", weights {self.source} (trained: {self.trained})",
+                *judgement_lines(self),
+                "PASSED" if self.passed else "FAILED",
+            ]
+        )
 
 
-def _fmt(value: float | None, spec: str) -> str:
+def judgement_lines(judgement: Judgement, indent: str = "") -> list[str]:
+    """The judgement as table rows, one per (input, output), then a line per failure."""
+    lines = [
+        f"{'input':14} {'output':16} {'max_abs':>10} {'psnr':>7} {'cos_min':>8} {'argmax':>7} {'rel':>8}  ok"
+    ]
+    for case in judgement.cases:
+        for o in case.outputs:
+            lines.append(
+                f"{case.input:14} {o.output:16} {o.max_abs:10.3g} {fmt(o.psnr, '7.1f')} "
+                f"{fmt(o.cosine_min, '8.5f')} {fmt(o.argmax_agreement_confident, '7.4f')} "
+                f"{fmt(o.relative_to_spread, '8.2g')}  {'ok' if o.passed else 'FAIL'}"
+            )
+    lines += [f"  FAIL {failure}" for failure in judgement.all_failures()]
+    return [indent + line for line in lines]
+
+
+def fmt(value: float | None, spec: str) -> str:
+    """`value` in a fixed-width column: '-' for none, 'inf' for an infinite one."""
     width = int(spec.split(".")[0])
     if value is None:
         return "-".rjust(width)
@@ -134,7 +90,7 @@ def _fmt(value: float | None, spec: str) -> str:
     return format(value, spec)
 
 
-def _json_default(value):
+def json_default(value):
     if isinstance(value, (np.floating, np.integer)):
         return value.item()
     if isinstance(value, Path):
@@ -225,65 +181,27 @@ def audio_cases(
     return cases
 
 
-def compare_output(
-    name: str,
-    ref: np.ndarray,
-    got: np.ndarray,
-    tol: Tolerance,
-    spread: float,
-    fp32_floor: float | None = None,
-) -> OutputResult:
-    ref = np.asarray(ref, dtype=np.float32)
-    got = np.asarray(got, dtype=np.float32)
-    if ref.shape != got.shape:
-        return OutputResult(
-            name,
-            math.inf,
-            math.inf,
-            -math.inf,
-            failures=[f"{name}: shape {got.shape} != {ref.shape}"],
-        )
-    if not np.all(np.isfinite(got)):
-        return OutputResult(
-            name, math.inf, math.inf, -math.inf, failures=[f"{name}: NaN or inf in output"]
-        )
-    result = OutputResult(
-        name, metrics.max_abs(ref, got), metrics.mean_abs(ref, got), metrics.psnr(ref, got)
-    )
-    if tol.min_cosine is not None:
-        cos = metrics.row_cosines(ref, got)
-        result.cosine_min, result.cosine_mean = float(cos.min()), float(cos.mean())
-        if result.cosine_min < tol.min_cosine:
-            result.failures.append(f"{name}: cosine {result.cosine_min:.6f} < {tol.min_cosine}")
-    if tol.min_argmax_agreement is not None:
-        result.argmax_agreement = metrics.argmax_agreement(ref, got)
-        result.argmax_agreement_confident = metrics.argmax_agreement(
-            ref, got, min_margin=tol.argmax_margin
-        )
-        if result.argmax_agreement_confident < tol.min_argmax_agreement:
-            result.failures.append(
-                f"{name}: argmax agreement {result.argmax_agreement_confident:.4f} < {tol.min_argmax_agreement}"
-            )
-    if tol.max_abs is not None:
-        limit = tol.max_abs
-        if fp32_floor is not None and tol.fp32_floor_factor:
-            result.fp32_floor = fp32_floor
-            limit = max(limit, tol.fp32_floor_factor * fp32_floor)
-        if result.max_abs > limit:
-            result.failures.append(f"{name}: max abs error {result.max_abs:.3g} > {limit:.3g}")
-    if spread and math.isfinite(spread) and spread > 0:
-        result.relative_to_spread = result.mean_abs / spread
-        if (
-            tol.max_relative_to_spread is not None
-            and result.relative_to_spread > tol.max_relative_to_spread
-        ):
-            result.failures.append(
-                f"{name}: error/spread {result.relative_to_spread:.3g} > {tol.max_relative_to_spread}"
-            )
-    return result
+@dataclass
+class Evaluation:
+    """One validation run: the report, and what it was computed from."""
+
+    report: ValidationReport
+    spec: ModelSpec
+    meta: dict[str, str]
+    tolerance_key: str  # which entry of the spec's tolerance tables judged it
+    tolerances: dict[str, Tolerance]
+    inputs: dict[str, dict[str, np.ndarray]]  # case -> input name -> array
+    references: dict[str, dict[str, np.ndarray]]  # case -> output name -> array
+    outputs: dict[str, dict[str, np.ndarray]]  # case -> output name -> array
 
 
-def validate_package(
+def validate_package(path: Path, **options) -> ValidationReport:
+    """Run the saved package on every validation input and judge every output (the options
+    are `evaluate_package`'s)."""
+    return evaluate_package(path, **options).report
+
+
+def evaluate_package(
     path: Path,
     *,
     source: str | None = None,
@@ -294,8 +212,8 @@ def validate_package(
     trust_checkpoint: bool = False,
     progress: Callable[[str], None] | None = None,
     ctx=None,
-) -> ValidationReport:
-    """Run the saved package on every validation input and compare every output.
+) -> Evaluation:
+    """Run the saved package on every validation input and judge every output.
 
     `ctx`: the BuildContext the package was just built from (a build validates what it made
     without loading and calibrating the same weights again); by default it is rebuilt from
@@ -306,29 +224,65 @@ def validate_package(
 
     start = time.perf_counter()
     path = Path(path)
-    if ctx is None:
-        spec, ctx, meta = context_for_package(
-            path, source=source, trust_checkpoint=trust_checkpoint
-        )
-    else:
-        meta = package_metadata(path)
-        spec = get_spec(meta["model"])
+    spec, ctx, meta = _context(path, source=source, trust_checkpoint=trust_checkpoint, ctx=ctx)
     recipe = recipe_of(meta)
     runner = open_package(path, backend=backend, compute_units=compute_units)
-    used_backend = runner.backend
-    # the MIL executor computes in the program's own dtypes, whatever units were asked for
-    judged_units = compute_units if used_backend == "coreml" else "cpu_only"
-    trained = meta.get("source.trained", "true") != "false"
-    tolerances = dict(spec.tolerance_for(recipe, judged_units, trained=trained))
-    if tolerance_overrides:
-        tolerances = {k: _override(t, tolerance_overrides) for k, t in tolerances.items()}
-    reference = spec.build_reference(ctx)
+    key, tolerances = judged_tolerances(
+        spec, meta, runner.backend, compute_units, tolerance_overrides
+    )
     cases = spec.example_inputs(ctx)
     if audio:
         cases.update(audio_cases(spec, ctx, next(iter(cases.values())), audio))
-
     rounding_floor = _rounding_floor(spec, ctx, tolerances) if recipe == "fp32" else None
+    refs, outs, floors = _run_cases(spec, ctx, runner, cases, rounding_floor, progress)
+    judgement = judge(spec, tolerances, refs, outs, floors=floors)
+    report = ValidationReport(
+        **vars(judgement),
+        package=str(path),
+        model=spec.key,
+        recipe=recipe,
+        backend=runner.backend,
+        compute_units=compute_units,
+        trained=meta.get("source.trained", "n/a"),
+        source=meta.get("source.location", meta.get("source.kind", "none")),
+        versions=library_versions(),
+        seconds=time.perf_counter() - start,
+    )
+    return Evaluation(report, spec, meta, key, tolerances, cases, refs, outs)
 
+
+def _context(path: Path, *, source: str | None, trust_checkpoint: bool, ctx):
+    """(spec, ctx, metadata): the given context, or one rebuilt from the package's record."""
+    if ctx is None:
+        return context_for_package(path, source=source, trust_checkpoint=trust_checkpoint)
+    meta = package_metadata(path)
+    if "model" not in meta:
+        raise ArtifactError(f"{path} was not built by coreml-diarize (no model metadata)")
+    return get_spec(meta["model"]), ctx, meta
+
+
+def judged_tolerances(
+    spec: ModelSpec,
+    meta: dict[str, str],
+    backend: str,
+    compute_units: str,
+    overrides: dict[str, float] | None = None,
+) -> tuple[str, dict[str, Tolerance]]:
+    """The tolerance-table key and the tolerances that judge this package on this backend."""
+    recipe = recipe_of(meta)
+    # the MIL executor computes in the program's own dtypes, whatever units were asked for
+    units = compute_units if backend == "coreml" else "cpu_only"
+    trained = meta.get("source.trained", "true") != "false"
+    tolerances = dict(spec.tolerance_for(recipe, units, trained=trained))
+    if overrides:
+        tolerances = {k: _override(t, overrides) for k, t in tolerances.items()}
+    return spec.tolerance_key(recipe, units), tolerances
+
+
+def _run_cases(spec: ModelSpec, ctx, runner, cases, rounding_floor, progress):
+    """The reference's and the package's outputs (and the fp32 rounding floor, when measured)
+    on every case: three dicts case -> output name -> value."""
+    reference = spec.build_reference(ctx)
     refs, outs, floors = {}, {}, {}
     for i, (name, inputs) in enumerate(cases.items()):
         if progress:
@@ -337,53 +291,7 @@ def validate_package(
         outs[name] = runner(inputs).outputs
         if rounding_floor is not None:
             floors[name] = rounding_floor(inputs)
-
-    failures: list[str] = []
-    spreads = {}
-    for t in spec.outputs:
-        spreads[t.name] = metrics.spread([refs[c][t.name] for c in cases])
-        floor = tolerances[t.name].min_reference_spread
-        if floor is not None and not spreads[t.name] >= floor:
-            failures.append(
-                f"{t.name}: the reference barely depends on its input (spread {spreads[t.name]:.3g} < {floor}):"
-                " degenerate weights would make this check meaningless"
-            )
-    results = []
-    for name in cases:
-        missing = [t.name for t in spec.outputs if t.name not in outs[name]]
-        if missing:
-            failures.append(f"{name}: package has no output(s) {', '.join(missing)}")
-            continue
-        results.append(
-            CaseResult(
-                name,
-                [
-                    compare_output(
-                        t.name,
-                        refs[name][t.name],
-                        outs[name][t.name],
-                        tolerances[t.name],
-                        spreads[t.name],
-                        floors.get(name, {}).get(t.name),
-                    )
-                    for t in spec.outputs
-                ],
-            )
-        )
-    return ValidationReport(
-        package=str(path),
-        model=spec.key,
-        recipe=recipe,
-        backend=used_backend,
-        compute_units=compute_units,
-        trained=meta.get("source.trained", "n/a"),
-        source=meta.get("source.location", meta.get("source.kind", "none")),
-        versions=library_versions(),
-        reference_spread=spreads,
-        cases=results,
-        failures=failures,
-        seconds=time.perf_counter() - start,
-    )
+    return refs, outs, floors
 
 
 def _rounding_floor(spec: ModelSpec, ctx, tolerances: dict[str, Tolerance]):
