@@ -418,10 +418,16 @@ def package(paths: tuple[Path, ...], out_dir: Path, name: str, allow_untrained: 
 
 @main.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
-def verify(bundle: Path) -> None:
+@click.option(
+    "--run-golden",
+    is_flag=True,
+    help="Also run every package on its golden input against the recorded outputs (exit 6 if any fails).",
+)
+@backend_option
+def verify(bundle: Path, run_golden: bool, backend: str) -> None:
     """Re-check every file hash of a bundle directory or zip against its manifest."""
     from .bundle import verify_bundle
-    from .errors import ArtifactError
+    from .errors import ArtifactError, ValidationFailed
 
     problems = verify_bundle(bundle)
     for problem in problems:
@@ -431,6 +437,15 @@ def verify(bundle: Path) -> None:
             f"bundle {bundle} does not match its manifest ({len(problems)} problem(s))"
         )
     click.echo(f"{bundle}: all hashes match")
+    if run_golden:
+        from .golden import check_bundle_golden
+
+        reports = check_bundle_golden(bundle, backend=backend)
+        for report in reports:
+            click.echo(report.line())
+        failed = [r.package for r in reports if not r.passed]
+        if failed:
+            raise ValidationFailed("golden check failed: " + ", ".join(failed))
 
 
 @main.command()
@@ -595,8 +610,9 @@ def quantize(
 ) -> None:
     """Quantize a saved MODEL.mlpackage into a new package (the input is never modified)."""
     from .errors import ValidationFailed
-    from .quantize import QuantizeConfig, load_recipe_file, quantize_package, quantize_report
+    from .quantize import QuantizeConfig, load_recipe_file, quantize_package
     from .validation.backends import resolve_backend
+    from .validation.quantize_report import quantize_report
 
     recipe = load_recipe_file(config_file) if config_file else {}
     recipe.update({k: v for k, v in settings.items() if v is not None})
