@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ def build_all(
     from .bundle import make_bundle, save_report
     from .converters.convert import convert_model
     from .errors import ValidationFailed
+    from .golden import write_bundle_golden
     from .quantize.apply import quantize_package
     from .quantize.recipes import QuantizeConfig
     from .specs import registry
@@ -106,6 +108,17 @@ def build_all(
         raise ValidationFailed(
             "validation failed: " + ", ".join(failed) + " (nothing was packaged)"
         )
-    bundle = make_bundle(summary.packages, out_dir, allow_untrained=allow_untrained)
+    # golden I/O: computed here, where every package's weights are still in memory
+    with tempfile.TemporaryDirectory(prefix=".golden.", dir=out_dir) as staging:
+        start = time.perf_counter()
+        golden = write_bundle_golden(summary.packages, Path(staging), contexts=contexts)
+        summary.seconds["golden"] = time.perf_counter() - start
+        bundle = make_bundle(
+            summary.packages,
+            out_dir,
+            allow_untrained=allow_untrained,
+            golden=golden,
+            notify=progress,
+        )
     summary.bundle, summary.zip_path = bundle.directory, bundle.zip_path
     return summary

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import shutil
 import stat
+import sys
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,16 +184,32 @@ def make_bundle(
     *,
     name: str = "coreml-diarize-bundle",
     allow_untrained: bool = False,
+    golden: Path | None = None,
+    compile_models: bool = True,
+    notify: Callable[[str], None] | None = None,
 ) -> BundleResult:
+    """`golden`: a folder of golden/<stem>/ folders (golden.write_bundle_golden), copied in and
+    hashed per package. `compile_models`: ship `<stem>.mlmodelc` beside each package when xcrun
+    exists (macOS); otherwise one notice and `"compiled": "not compiled (...)"` per entry."""
+    from .compile import NOTICE, compiled_entry, find_xcrun
+    from .golden import add_golden
+
     manifest = build_manifest([Path(p) for p in packages], allow_untrained=allow_untrained)
     directory = Path(out_dir) / name
     zip_path = Path(out_dir) / f"{name}.zip"
+    xcrun = find_xcrun() if compile_models else None
+    if compile_models and xcrun is None:
+        (notify or (lambda m: print(m, file=sys.stderr)))(f"note: {NOTICE}")
     with atomic_path(directory) as tmp:
         tmp.mkdir()
         for entry, package in zip(
             manifest["artifacts"], sorted(packages, key=lambda p: Path(p).name), strict=True
         ):
             shutil.copytree(package, tmp / entry["name"])
+            if golden is not None:
+                entry["golden"] = add_golden(Path(golden), tmp, entry["name"])
+            if compile_models:
+                entry["compiled"] = compiled_entry(tmp / entry["name"], tmp, xcrun)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(_readme(manifest))
     with atomic_path(zip_path) as tmp_zip:
@@ -254,4 +272,27 @@ def verify_bundle(bundle: Path) -> list[str]:
             problems.append(f"{entry['name']}/{rel}: not in manifest")
         if tree != entry["tree_sha256"] and not problems:
             problems.append(f"{entry['name']}: tree hash mismatch")
+        if isinstance(entry.get("golden"), dict):
+            from .golden import verify_golden_entry
+
+            problems += verify_golden_entry(bundle, entry)
+        if isinstance(entry.get("compiled"), dict):
+            from .compile import verify_compiled_entry
+
+            problems += verify_compiled_entry(bundle, entry)
     return problems
+
+
+def tree_problems(directory: Path, expected: dict[str, str], label: str) -> list[str]:
+    """A folder's files against the manifest's {relative path: SHA-256}."""
+    if not directory.is_dir():
+        return [f"{label}: missing"]
+    _, files = tree_hash(directory)
+    problems = [
+        f"{label}/{rel}: missing" if rel not in files else f"{label}/{rel}: SHA-256 mismatch"
+        for rel, sha in sorted(expected.items())
+        if files.get(rel) != sha
+    ]
+    return problems + [
+        f"{label}/{rel}: not in manifest" for rel in sorted(set(files) - set(expected))
+    ]

@@ -1,0 +1,555 @@
+"""Golden I/O: one fixed real input per package, its PyTorch reference output, and the tolerance
+the package was validated with, stored so a Swift app can self-test a bundle without Python.
+
+Layout inside a bundle (one folder per package, named after the package's stem):
+
+    golden/<stem>/golden.json          header: names, shapes, dtype, byte order, files, SHA-256s,
+                                       tolerance per output (only the fields that are set)
+    golden/<stem>/input.<name>.bin     raw little-endian float32, C (row-major) order
+    golden/<stem>/output.<name>.bin    the same, the PyTorch reference's output
+
+The inputs are real speech: a 10 s chunk of pyannote.audio's bundled sample for the segmentation
+and embedding models, and for the auxiliary models what they really receive in the chain on that
+chunk (segmentation reference -> powerset postprocessor -> preprocessor -> embedding ->
+post-embedding), every step computed by the references of the upstream models from the same
+weights. `check_golden` runs a package on its golden input and applies the recorded tolerance
+(`validation.judge.judge_output`, the judge validation itself uses).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .errors import ArtifactError, DiarizeError
+from .mlpackage import file_sha256, tree_hash
+from .specs import Tolerance, get_spec, intended_compute_units
+
+if TYPE_CHECKING:
+    from .specs import BuildContext, ModelSpec
+    from .validation.judge import OutputResult
+
+GOLDEN_DIR = "golden"
+HEADER = "golden.json"
+FORMAT = "coreml-diarize-golden"
+FORMAT_VERSION = 1
+DTYPE = "float32"
+BYTE_ORDER = "little"
+# the golden chunk: 10 s of pyannote's bundled sample from 5 s (both speakers talk in it); the
+# speakers of the chunk from 15 s fill post-embedding's speaker database ("known speakers")
+GOLDEN_OFFSET_S = 5.0
+DATABASE_OFFSET_S = 15.0
+
+Arrays = dict[str, np.ndarray]
+
+
+@dataclass
+class Golden:
+    """One package's golden case (what `write_golden` stores, what `read_golden` returns)."""
+
+    package: str  # the package's file name, e.g. pyannote_segmentation.mlpackage
+    model: str  # spec key
+    recipe: str  # fp32 | fp16 | palettize8 | ...
+    compute_units: str  # the units the tolerance applies to (the package's intended units)
+    trained: bool
+    inputs: Arrays
+    outputs: Arrays
+    tolerances: dict[str, Tolerance]  # per output
+    # per output: |wrapper fp32 - wrapper fp64| on this input (fp32 packages whose tolerance
+    # has fp32_floor_factor); max_abs may rise to factor x floor, as in validation
+    fp32_floor: dict[str, float] = field(default_factory=dict)
+    # per output: how much the reference moves across the validation inputs (from the package's
+    # validation report): the unit of max_relative_to_spread
+    reference_spread: dict[str, float] = field(default_factory=dict)
+    description: str = ""
+
+
+def _file(kind: str, name: str) -> str:
+    return f"{kind}.{name}.bin"
+
+
+def _tolerance_fields(tol: Tolerance) -> dict[str, float]:
+    """The fields of a Tolerance that are set (argmax_margin only where argmax is checked)."""
+    out = {k: v for k, v in asdict(tol).items() if v is not None}
+    if tol.min_argmax_agreement is None:
+        out.pop("argmax_margin", None)
+    return out
+
+
+def write_golden(directory: Path, golden: Golden) -> Path:
+    """Write `golden` into `directory` (created; must not hold another package's files).
+    Returns the header's path."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def tensor(kind: str, name: str, array: np.ndarray) -> dict[str, Any]:
+        array = np.asarray(array)
+        if not np.all(np.isfinite(array)):
+            raise DiarizeError(f"golden {kind} {name} of {golden.package} is not finite")
+        path = directory / _file(kind, name)
+        path.write_bytes(np.ascontiguousarray(array, dtype="<f4").tobytes())
+        return {
+            "name": name,
+            "shape": [int(d) for d in array.shape],
+            "dtype": DTYPE,
+            "file": path.name,
+            "bytes": path.stat().st_size,
+            "sha256": file_sha256(path),
+        }
+
+    outputs = []
+    for name, array in golden.outputs.items():
+        entry = tensor("output", name, array)
+        entry["tolerance"] = _tolerance_fields(golden.tolerances[name])
+        if name in golden.fp32_floor:
+            entry["fp32_floor"] = float(golden.fp32_floor[name])
+        if name in golden.reference_spread:
+            entry["reference_spread"] = float(golden.reference_spread[name])
+        outputs.append(entry)
+    header = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package": golden.package,
+        "model": golden.model,
+        "recipe": golden.recipe,
+        "compute_units": golden.compute_units,
+        "trained": golden.trained,
+        "dtype": DTYPE,
+        "byte_order": BYTE_ORDER,
+        "layout": "row-major (C order), no header: prod(shape) x 4 bytes",
+        "description": golden.description,
+        "inputs": [tensor("input", n, a) for n, a in golden.inputs.items()],
+        "outputs": outputs,
+    }
+    path = directory / HEADER
+    path.write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def golden_problems(directory: Path) -> list[str]:
+    """Does the folder hold what its header says (files present, sizes = shapes x 4 bytes,
+    SHA-256s match)? Returns the problems found (empty = consistent)."""
+    directory = Path(directory)
+    label = directory.name
+    try:
+        header = json.loads((directory / HEADER).read_text())
+        tensors = list(header["inputs"]) + list(header["outputs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return [f"{label}/{HEADER}: missing or corrupt"]
+    problems = []
+    if header.get("format") != FORMAT or header.get("format_version") != FORMAT_VERSION:
+        problems.append(f"{label}/{HEADER}: not a {FORMAT} v{FORMAT_VERSION} header")
+    if header.get("dtype") != DTYPE or header.get("byte_order") != BYTE_ORDER:
+        problems.append(f"{label}/{HEADER}: dtype/byte order must be {DTYPE}/{BYTE_ORDER}")
+    for t in tensors:
+        try:
+            path = directory / t["file"]
+            expected = 4 * math.prod(int(d) for d in t["shape"])
+            if Path(t["file"]).name != t["file"] or t.get("dtype", DTYPE) != DTYPE:
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{label}/{HEADER}: malformed tensor entry {t!r:.80}")
+            continue
+        if not path.is_file():
+            problems.append(f"{label}/{t['file']}: missing")
+        elif path.stat().st_size != expected:
+            problems.append(
+                f"{label}/{t['file']}: {path.stat().st_size} bytes, header says shape "
+                f"{tuple(t['shape'])} ({expected} bytes)"
+            )
+        elif file_sha256(path) != t.get("sha256"):
+            problems.append(f"{label}/{t['file']}: SHA-256 differs from {HEADER}")
+    return problems
+
+
+def read_golden(directory: Path) -> Golden:
+    """Read a golden folder back; ArtifactError if it is inconsistent (see `golden_problems`)."""
+    directory = Path(directory)
+    problems = golden_problems(directory)
+    if problems:
+        raise ArtifactError(f"golden data in {directory} is corrupt: {'; '.join(problems[:3])}")
+    header = json.loads((directory / HEADER).read_text())
+
+    def load(t: dict) -> np.ndarray:
+        data = (directory / t["file"]).read_bytes()
+        return np.frombuffer(data, dtype="<f4").reshape(t["shape"]).astype(np.float32)
+
+    known = {f.name for f in fields(Tolerance)}
+    outs = header["outputs"]
+    return Golden(
+        package=header["package"],
+        model=header["model"],
+        recipe=header["recipe"],
+        compute_units=header["compute_units"],
+        trained=bool(header["trained"]),
+        inputs={t["name"]: load(t) for t in header["inputs"]},
+        outputs={t["name"]: load(t) for t in outs},
+        tolerances={
+            t["name"]: Tolerance(**{k: v for k, v in t["tolerance"].items() if k in known})
+            for t in outs
+        },
+        fp32_floor={t["name"]: t["fp32_floor"] for t in outs if "fp32_floor" in t},
+        reference_spread={
+            t["name"]: t["reference_spread"] for t in outs if "reference_spread" in t
+        },
+        description=header.get("description", ""),
+    )
+
+
+# --- checking a package against its golden data ----------------------------------------------
+
+
+@dataclass
+class GoldenReport:
+    package: str
+    backend: str
+    recipe: str
+    outputs: list[OutputResult]
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures and all(o.passed for o in self.outputs)
+
+    def line(self) -> str:
+        parts = []
+        for o in self.outputs:
+            metric = f"max_abs {o.max_abs:.3g}"
+            if o.cosine_min is not None:
+                metric += f", cos_min {o.cosine_min:.6f}"
+            if o.argmax_agreement_confident is not None:
+                metric += f", argmax {o.argmax_agreement_confident:.4f}"
+            parts.append(f"{o.output}: {metric}")
+        verdict = "ok" if self.passed else "FAIL"
+        lines = [f"{self.package} [{self.recipe}] golden via {self.backend}: {verdict}"]
+        if parts:
+            lines.append("  " + "; ".join(parts))
+        lines += [f"  FAIL {f}" for f in self.failures]
+        lines += [f"  FAIL {f}" for o in self.outputs for f in o.failures]
+        return "\n".join(lines)
+
+
+def check_golden(
+    package: Path,
+    golden_dir: Path,
+    *,
+    backend: str = "auto",
+    compute_units: str | None = None,
+) -> GoldenReport:
+    """Run `package` on its golden input and compare every output with the recorded reference
+    under the recorded tolerance: cosine for embeddings, argmax agreement on decisive frames for
+    segmentation log-probs, max abs (raised to factor x the recorded fp32 floor where the
+    tolerance says so) for the auxiliary models, error / recorded spread where set: the rules
+    of `validation.judge.judge_output`, the judge validation itself uses.
+
+    `compute_units` (Core ML backend): default, the units the tolerance was recorded for."""
+    from .validation.backends import open_package
+    from .validation.judge import judge_output
+
+    golden = read_golden(golden_dir)
+    runner = open_package(
+        package, backend=backend, compute_units=compute_units or golden.compute_units
+    )
+    got = runner(golden.inputs).outputs
+    failures = [f"{name}: package has no such output" for name in golden.outputs if name not in got]
+    results = [
+        judge_output(
+            name,
+            ref,
+            got[name],
+            golden.tolerances[name],
+            golden.reference_spread.get(name, 0.0),
+            golden.fp32_floor.get(name),
+        )
+        for name, ref in golden.outputs.items()
+        if name in got
+    ]
+    return GoldenReport(Path(package).name, runner.backend, golden.recipe, results, failures)
+
+
+def check_bundle_golden(bundle: Path, *, backend: str = "auto") -> list[GoldenReport]:
+    """`check_golden` for every package of a bundle (directory or zip) that has golden data."""
+    from .bundle import MANIFEST, safe_extract
+
+    bundle = Path(bundle)
+    if bundle.is_file():
+        with tempfile.TemporaryDirectory() as tmp:
+            return check_bundle_golden(safe_extract(bundle, Path(tmp)), backend=backend)
+    try:
+        artifacts = json.loads((bundle / MANIFEST).read_text())["artifacts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}") from exc
+    with_golden = [a for a in artifacts if isinstance(a.get("golden"), dict)]
+    if not with_golden:
+        raise ArtifactError(f"bundle {bundle} has no golden data (made before golden I/O?)")
+    return [
+        check_golden(bundle / a["name"], bundle / a["golden"]["dir"], backend=backend)
+        for a in with_golden
+    ]
+
+
+# --- bundles: copying, hashing and verifying golden folders ----------------------------------
+
+
+def golden_stem(package_name: str) -> str:
+    return package_name.removesuffix(".mlpackage")
+
+
+def add_golden(golden_root: Path, bundle_dir: Path, package_name: str) -> dict:
+    """Copy golden_root/<stem>/ into bundle_dir/golden/<stem>/; its manifest entry (relative
+    folder and every file's SHA-256, hashed from the copy)."""
+    import shutil
+
+    stem = golden_stem(package_name)
+    source = Path(golden_root) / stem
+    if not (source / HEADER).is_file():
+        raise DiarizeError(f"no golden data for {package_name} in {golden_root}")
+    problems = golden_problems(source)
+    if not problems and json.loads((source / HEADER).read_text())["package"] != package_name:
+        problems = [f"{stem}/{HEADER} is for another package"]
+    if problems:
+        raise ArtifactError(f"golden data for {package_name} is inconsistent: {problems[0]}")
+    target = Path(bundle_dir) / GOLDEN_DIR / stem
+    shutil.copytree(source, target)
+    tree, files = tree_hash(target)
+    return {"dir": f"{GOLDEN_DIR}/{stem}", "header": HEADER, "tree_sha256": tree, "files": files}
+
+
+def verify_golden_entry(bundle: Path, entry: dict) -> list[str]:
+    """Hashes of the package's golden files against the manifest, then header vs .bin files."""
+    from .bundle import tree_problems
+
+    info = entry["golden"]
+    parts = Path(str(info.get("dir", ""))).parts
+    if len(parts) != 2 or parts[0] != GOLDEN_DIR or parts[1] in ("..", "."):
+        return [f"{entry['name']}: golden folder {info.get('dir')!r} is not golden/<stem>"]
+    directory = Path(bundle) / info["dir"]
+    problems = tree_problems(directory, info["files"], info["dir"])
+    if not problems and directory.is_dir():
+        problems += [f"{GOLDEN_DIR}/{p}" for p in golden_problems(directory)]
+    return problems
+
+
+# --- computing golden data: the chain on real speech, by the PyTorch references ---------------
+
+
+class _Chain:
+    """The diarization chain on one real-speech chunk, every step by a reference (pyannote /
+    PyTorch / numpy), so each model's golden input is what it receives in the chain."""
+
+    def __init__(self, contexts: Mapping[str, BuildContext], reference: Callable) -> None:
+        self.contexts = contexts  # spec key -> the context of the chain's model
+        self.reference = reference  # (spec, ctx) -> cached reference
+        self.cache: dict[tuple[str, float], Arrays] = {}
+
+    def ctx(self, key: str) -> BuildContext:
+        if key in self.contexts:
+            return self.contexts[key]
+        spec = get_spec(key)
+        if spec.weights is None:  # auxiliary: geometry + default options, no weights
+            from .build import make_context
+
+            return make_context(spec)
+        raise DiarizeError(
+            f"golden inputs come from the {key} model's weights: bundle a {spec.filename} "
+            "package too (or build with `coreml-diarize build`)"
+        )
+
+    def run(self, key: str, inputs: Arrays) -> Arrays:
+        spec = get_spec(key)
+        return self.reference(spec, self.ctx(key))(inputs)
+
+    def step(self, key: str, offset: float) -> tuple[Arrays, Arrays]:
+        """(inputs, reference outputs) of model `key` on the chunk at `offset` seconds."""
+        from .validation import signals
+
+        if (key, offset) in self.cache:
+            return self.cache[key, offset]
+        samples = self.ctx("segmentation").geometry.samples
+        audio = signals.real_speech(offset, samples)[None, None, :]
+        if key == "segmentation":
+            inputs = {"audio": audio}
+        elif key == "postprocessor":
+            inputs = {"segments": self.step("segmentation", offset)[1]["segments"]}
+        elif key == "preprocessor":
+            masks = self.step("postprocessor", offset)[1]["speaker_masks"]
+            inputs = {"audio": audio, "speaker_masks": masks}
+        elif key == "embedding":
+            pre = self.step("preprocessor", offset)[1]
+            batch = self.ctx("embedding").geometry.embedding_batch
+            inputs = {k: _rows(pre[k], batch) for k in ("waveform", "mask")}
+        elif key == "post-embedding":
+            speakers = self.ctx("post-embedding").geometry.speakers
+            inputs = {
+                "embedding": _rows(self.step("embedding", offset)[1]["embedding"], speakers),
+                # the speakers of another chunk: a database of known speakers
+                "speaker_db": self.step("embedding", DATABASE_OFFSET_S)[1]["embedding"],
+                "speaker_masks": self.step("postprocessor", offset)[1]["speaker_masks"],
+            }
+        else:
+            raise DiarizeError(f"no golden chain input for model '{key}'")
+        inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
+        self.cache[key, offset] = inputs, self.run(key, inputs)
+        return self.cache[key, offset]
+
+
+def _rows(x: np.ndarray, n: int) -> np.ndarray:
+    """`n` rows of `x`, cycling (speaker slots -> embedding batch)."""
+    return x[np.arange(n) % x.shape[0]]
+
+
+_DESCRIPTIONS = {
+    "segmentation": "10 s of pyannote.audio's bundled sample (sample.wav) from {offset:g} s",
+    "embedding": "the chain's preprocessor output on 10 s of pyannote.audio's bundled sample "
+    "from {offset:g} s: real speech per speaker slot, the chain's overlap-free masks",
+    "postprocessor": "the segmentation reference's log-probs on 10 s of pyannote.audio's "
+    "bundled sample from {offset:g} s",
+    "preprocessor": "10 s of pyannote.audio's bundled sample from {offset:g} s and the "
+    "postprocessor reference's speaker masks on it",
+    "post-embedding": "the embedding reference's embeddings and the postprocessor reference's "
+    "masks on 10 s of pyannote.audio's bundled sample from {offset:g} s; speaker_db: the "
+    "embeddings of the chunk from {db:g} s",
+}
+
+
+def golden_for_packages(
+    packages: list[Path],
+    *,
+    contexts: Mapping[str, BuildContext] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> list[Golden]:
+    """The golden case of every package. `contexts`: package name -> the BuildContext it was
+    built from (what `build_all` has in memory); other packages' contexts are rebuilt from the
+    provenance they record (`validation.report.context_for_package`), once per weight source.
+
+    The chain's upstream models use the weights of the bundle's own segmentation / embedding
+    packages (the fp32 ones when there are several)."""
+    from .bundle import report_path
+    from .validation.report import package_metadata, recipe_of
+
+    contexts = dict(contexts or {})
+    rebuilt: dict[tuple, Any] = {}
+    references: dict[tuple, Callable] = {}
+
+    def context(package: Path, meta: dict) -> BuildContext:
+        if package.name in contexts:
+            return contexts[package.name]
+        from .validation.report import (
+            context_for_package,
+            options_from_metadata,
+            source_from_metadata,
+        )
+
+        key = (meta["model"], source_from_metadata(meta), options_from_metadata(meta))
+        if key not in rebuilt:
+            rebuilt[key] = context_for_package(package)[1]
+        return rebuilt[key]
+
+    def reference(spec: ModelSpec, ctx: BuildContext) -> Callable:
+        key = (spec.key, id(ctx.weights), ctx.options, ctx.geometry)
+        if key not in references:
+            references[key] = spec.build_reference(ctx)
+        return references[key]
+
+    infos = []
+    for package in sorted(map(Path, packages), key=lambda p: p.name):
+        meta = package_metadata(package)
+        if "model" not in meta:
+            raise ArtifactError(f"{package.name} was not built by coreml-diarize")
+        infos.append((package, get_spec(meta["model"]), meta))
+    upstream: dict[str, BuildContext] = {}
+    # fp32 packages first: the chain runs on the reference weights of the bundle's models
+    for package, spec, meta in sorted(infos, key=lambda i: (recipe_of(i[2]) != "fp32", i[0].name)):
+        upstream.setdefault(spec.key, context(package, meta))
+    chain = _Chain(upstream, reference)
+
+    out = []
+    for package, spec, meta in infos:
+        progress(f"golden: {package.name}")
+        ctx = context(package, meta)
+        recipe = recipe_of(meta)
+        units = intended_compute_units(meta.get("precision", "fp32"))
+        trained = meta.get("source.trained", "true") != "false"
+        tolerances = dict(spec.tolerance_for(recipe, units, trained=trained))
+        inputs, _ = chain.step(spec.key, GOLDEN_OFFSET_S)
+        _check_shapes(spec, ctx, inputs)
+        outputs = reference(spec, ctx)(inputs)
+        outputs = {t.name: np.asarray(outputs[t.name], dtype=np.float32) for t in spec.outputs}
+        out.append(
+            Golden(
+                package=package.name,
+                model=spec.key,
+                recipe=recipe,
+                compute_units=units,
+                trained=trained,
+                inputs=inputs,
+                outputs=outputs,
+                tolerances=tolerances,
+                fp32_floor=_fp32_floor(spec, ctx, tolerances, recipe, inputs),
+                reference_spread=_recorded_spread(report_path(package)),
+                description=_DESCRIPTIONS[spec.key].format(
+                    offset=GOLDEN_OFFSET_S, db=DATABASE_OFFSET_S
+                ),
+            )
+        )
+    return out
+
+
+def _check_shapes(spec: ModelSpec, ctx: BuildContext, inputs: Arrays) -> None:
+    for t in spec.inputs:
+        want = ctx.geometry.resolve(t.shape)
+        got = inputs[t.name].shape
+        fixed = [i for i in range(len(want)) if i not in t.flexible]
+        if len(got) != len(want) or any(got[i] != want[i] for i in fixed):
+            raise DiarizeError(
+                f"golden input {t.name} of {spec.key} has shape {got}, the model takes {want}"
+            )
+
+
+def _fp32_floor(spec, ctx, tolerances, recipe: str, inputs: Arrays) -> dict[str, float]:
+    """fp32 packages: how far fp32 rounding alone moves each output on this input (validation's
+    own measurement), for tolerances with fp32_floor_factor."""
+    if recipe != "fp32":
+        return {}
+    from .validation.report import _rounding_floor
+
+    run = _rounding_floor(spec, ctx, tolerances)
+    if run is None:
+        return {}
+    floors = run(inputs)
+    return {k: float(v) for k, v in floors.items() if tolerances[k].fp32_floor_factor}
+
+
+def _recorded_spread(report: Path) -> dict[str, float]:
+    """The reference spreads the package's validation measured (finite ones only)."""
+    try:
+        spreads = json.loads(report.read_text()).get("reference_spread") or {}
+    except (OSError, ValueError):
+        return {}
+    return {
+        k: float(v)
+        for k, v in spreads.items()
+        if isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+    }
+
+
+def write_bundle_golden(
+    packages: list[Path],
+    directory: Path,
+    *,
+    contexts: Mapping[str, BuildContext] | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> Path:
+    """Golden folders for `packages` under `directory` (one `<stem>/` each): what
+    `make_bundle(..., golden=directory)` copies into the bundle."""
+    directory = Path(directory)
+    for golden in golden_for_packages(packages, contexts=contexts, progress=progress):
+        write_golden(directory / golden_stem(golden.package), golden)
+    return directory
