@@ -36,6 +36,7 @@ WORKFLOWS = $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	bash tools/lint_imports.sh
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(BIN)/zizmor --offline --persona pedantic --no-progress .github/workflows/
 

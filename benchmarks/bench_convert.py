@@ -31,9 +31,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from dataclasses import replace
 
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import Options, get_spec
+    from coreml_diarize.models import get_spec
+    from coreml_diarize.specs import Options
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

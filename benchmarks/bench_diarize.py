@@ -26,9 +26,9 @@ from common import emit  # noqa: E402
 
 
 def build_models(out: Path, source: str) -> None:
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import registry
+    from coreml_diarize.models import registry
 
     for spec in registry().values():
         convert_model(spec, make_context(spec, source=source), out)
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.compare import compare_samples, torch_models_for
-    from coreml_diarize.converters.convert import quiet_coremltools
-    from coreml_diarize.diarize import ChainModels, find_packages, read_rttm
+    from coreml_diarize.diarization.compare import compare_samples, torch_models_for
+    from coreml_diarize.diarization.diarize import ChainModels, find_packages, read_rttm
+    from coreml_diarize.mlpackage import quiet_coremltools
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -39,10 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"
     import torch
 
+    from coreml_diarize import signals
     from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import get_spec
     from coreml_diarize.sources import load_weights, segmentation_geometry
-    from coreml_diarize.specs import BuildContext, Options, get_spec
-    from coreml_diarize.validation import signals
+    from coreml_diarize.specs import BuildContext, Options
     from coreml_diarize.validation.mil import MILExecutor
 
     if args.threads:

@@ -46,9 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
+    from coreml_diarize import signals
     from coreml_diarize.sources import default_geometry, load_weights
     from coreml_diarize.specs import BuildContext, Options
-    from coreml_diarize.validation import signals
     from coreml_diarize.wrappers.embedding import build_wrapper
     from coreml_diarize.wrappers.fbank import fbank_as_conv
 

@@ -29,24 +29,6 @@ from common import emit, median_seconds  # noqa: E402
 SIGNAL_NAMES = ("noise", "sine_sweep", "speech_0s", "speech_15s", "clipped", "silence")
 
 
-def kaldi_float64(x, opts):  # type: ignore[no-untyped-def]
-    """torchaudio's kaldi.fbank in float64 with pyannote's WeSpeaker settings: (mels, frames)."""
-    import torch
-    import torchaudio.compliance.kaldi as kaldi
-
-    waveform = torch.from_numpy(x).double()[None] * opts.input_scale
-    return kaldi.fbank(
-        waveform,
-        num_mel_bins=opts.num_mel_bins,
-        frame_length=opts.frame_length_ms,
-        frame_shift=opts.frame_shift_ms,
-        dither=0.0,
-        sample_frequency=opts.sample_rate,
-        window_type="hamming",
-        use_energy=False,
-    ).T
-
-
 def flops(module, frames: int, batch: int) -> int:  # type: ignore[no-untyped-def]
     """Multiply-adds x 2 (+ 1 per elementwise op), from the module's constant shapes."""
     from coreml_diarize.wrappers.fbank import FbankAsConv
@@ -83,7 +65,7 @@ def convert(module, path: Path):  # type: ignore[no-untyped-def]
     import coremltools as ct
     import torch
 
-    from coreml_diarize.converters.convert import quiet_coremltools
+    from coreml_diarize.mlpackage import quiet_coremltools
 
     example = torch.zeros(3, 160000)
     with quiet_coremltools(), torch.no_grad():
@@ -104,7 +86,7 @@ def prune_exact_zeros(mlmodel, path: Path):  # type: ignore[no-untyped-def]
     """Store constants of >= 4096 elements that are mostly exact zeros (the mel matrix) sparse."""
     import coremltools.optimize.coreml as cto
 
-    from coreml_diarize.converters.convert import quiet_coremltools
+    from coreml_diarize.mlpackage import quiet_coremltools
 
     config = cto.OptimizationConfig(
         global_config=cto.OpThresholdPrunerConfig(
@@ -148,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
     import torch
 
-    from coreml_diarize.validation import signals
+    from coreml_diarize import signals
     from coreml_diarize.wrappers.fbank import FbankAsConv
     from coreml_diarize.wrappers.fbank_factored import FactoredFbank, constant_count
 
@@ -163,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     frames = opts.num_frames(batch.shape[1])
     result: dict = {"batch": list(batch.shape), "torch_threads": torch.get_num_threads()}
 
-    references = {name: kaldi_float64(all_signals[name], opts) for name in SIGNAL_NAMES}
+    from coreml_diarize.validation.reference_embedding import kaldi_fbank_float64
+
+    references = {name: kaldi_fbank_float64(all_signals[name], opts) for name in SIGNAL_NAMES}
     for key, module in front_ends.items():
         entry: dict = {
             "constants": constant_count(module),

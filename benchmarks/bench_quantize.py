@@ -41,10 +41,10 @@ def _has_embedding() -> bool:
 def bench_model(
     key: str, recipes: list[str], work: Path, *, source: str, accuracy: bool, backend: str
 ) -> dict:
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import get_spec
     from coreml_diarize.quantize import QuantizeConfig, quantize_package
-    from coreml_diarize.specs import get_spec
     from coreml_diarize.validation.quantize_report import quantize_report
 
     spec = get_spec(key)
@@ -101,16 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-    from coreml_diarize.cli import quiet_libraries
-    from coreml_diarize.converters.metadata import library_versions
+    from coreml_diarize.mlpackage import quiet_warnings
+    from coreml_diarize.record import library_versions
 
-    quiet_libraries()
     models = ["segmentation"]
     if args.include_embedding:
         if not _has_embedding():
             parser.error("--include-embedding: coreml_diarize.wrappers.embedding is not available")
         models.append("embedding")
-    with tempfile.TemporaryDirectory(prefix="bench_quantize.") as tmp:
+    with quiet_warnings(), tempfile.TemporaryDirectory(prefix="bench_quantize.") as tmp:
         work = args.work_dir or Path(tmp)
         rows = [
             bench_model(

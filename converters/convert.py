@@ -6,12 +6,7 @@ shapes, wrapper, descriptions) and the `BuildContext` (weights, geometry, option
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +14,7 @@ import numpy as np
 
 from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import DiarizeError
-from coreml_diarize.mlpackage import make_deterministic, package_size
+from coreml_diarize.mlpackage import make_deterministic, package_size, quiet_coremltools
 from coreml_diarize.record import CONVERSION_DATE_KEY, PackageRecord
 from coreml_diarize.specs import DEPLOYMENT_TARGETS
 
@@ -57,22 +52,6 @@ class ConversionResult:
     precision: str
     seconds: float
     size_bytes: int
-
-
-@contextlib.contextmanager
-def quiet_coremltools() -> Iterator[None]:
-    """coremltools warns at length on Linux (no libcoremlpython, untested torch version...):
-    keep a converter's output clean, restoring the previous state afterwards."""
-    logger = logging.getLogger("coremltools")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        # its tqdm progress bars read TQDM_DISABLE only at import, so silence stderr instead
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def trace_inputs(spec, geometry, seed: int = 0) -> tuple:

@@ -25,7 +25,7 @@ def _round3(x: float) -> float:
 def calibration_audio(n_chunks: int = 3, samples: int = 160000) -> torch.Tensor:
     """Fixed calibration audio: chunks of pyannote's bundled sample not used for validation
     (validation uses offsets 0 s and 15 s), plus a synthetic speech-like chunk. (n, 1, samples)"""
-    from .validation import signals
+    from . import signals
 
     offsets = (5.0, 10.0, 20.0)[: max(n_chunks - 1, 1)]
     chunks = [signals.real_speech(o, samples) for o in offsets] + [
@@ -38,15 +38,13 @@ def audio_digest(audio: torch.Tensor) -> str:
     return hashlib.sha256(audio.numpy().astype(np.float32).tobytes()).hexdigest()[:12]
 
 
-def calibrate(family: str, model) -> str:
-    """Calibrate `model` in place; returns a provenance note."""
+def calibrate(family, model) -> str:
+    """Calibrate `model` in place with its WeightFamily's calibration; returns a provenance
+    note."""
     audio = calibration_audio()
     with torch.no_grad():
-        if family == "segmentation":
-            calibrate_segmentation(model, audio)
-        else:
-            calibrate_embedding(model, audio)
-    return f"{CALIBRATION_VERSION}:{family}:audio-{audio_digest(audio)}"
+        family.calibrate(model, audio)
+    return f"{CALIBRATION_VERSION}:{family.name}:audio-{audio_digest(audio)}"
 
 
 # --- segmentation ---------------------------------------------------------------------------
@@ -126,7 +124,7 @@ def calibrate_embedding(
     Centring on the synthetic speech-like chunk instead would put the centre between real and
     synthetic speech, and all real speech would point one way again (cosines up to 0.9).
     """
-    from .validation import signals
+    from . import signals
 
     resnet = model.resnet
     samples = audio.shape[-1]

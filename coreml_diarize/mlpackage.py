@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
+import io
 import json
+import logging
 import uuid
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +20,29 @@ from .errors import ArtifactError
 # Fixed namespace: package item identifiers become a function of the item's path, so the same
 # model saved twice gives byte-identical packages (coremltools writes random UUIDs otherwise).
 _ITEM_NAMESPACE = uuid.UUID("5d1c9a64-3f0e-4b8e-9d57-2c3f6c0a9e11")
+
+
+@contextlib.contextmanager
+def quiet_warnings() -> Iterator[None]:
+    """coremltools logs and warns at length on Linux (no libcoremlpython, untested torch,
+    scikit-learn): silence its logger and Python warnings, restoring both afterwards."""
+    logger = logging.getLogger("coremltools")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+@contextlib.contextmanager
+def quiet_coremltools() -> Iterator[None]:
+    """`quiet_warnings`, and stderr too: coremltools' tqdm progress bars read TQDM_DISABLE
+    only at import, so a converter's output stays clean only with stderr redirected."""
+    with quiet_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        yield
 
 
 def make_deterministic(package: Path) -> None:
@@ -99,8 +127,6 @@ def load_mlmodel(path: Path):
     """ct.models.MLModel without a Core ML runtime, with structural checks first."""
     import coremltools as ct
 
-    from .converters.convert import quiet_coremltools
-
     check_package(path)
     try:
         with quiet_coremltools():
@@ -114,8 +140,6 @@ def load_mlmodel(path: Path):
 def load_program(path: Path):
     """The saved MIL program (pymil Program), read from disk through coremltools' own loader."""
     from coremltools.converters.mil.frontend.milproto.load import load
-
-    from .converters.convert import quiet_coremltools
 
     mlmodel = load_mlmodel(path)
     spec = mlmodel.get_spec()

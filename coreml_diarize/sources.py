@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import SourceError
+from .specs import WeightFamily
 
-FAMILIES = ("segmentation", "embedding")
 DEFAULT_SEED = 0
 CHECKPOINT_NAME = "pytorch_model.bin"  # pyannote's AssetFileName.Model
 
@@ -42,7 +42,6 @@ SEGMENTATION_3_0 = {
 SEGMENTATION_SPEAKERS = 3
 SEGMENTATION_MAX_PER_FRAME = 2
 SEGMENTATION_DURATION_S = 10.0
-EXPECTED_CLASS = {"segmentation": "PyanNet", "embedding": "WeSpeakerResNet34"}
 
 
 @dataclass(frozen=True)
@@ -67,6 +66,7 @@ class Provenance:
     seed: int | None
     trained: bool
     calibration: str | None = None  # how random weights were calibrated
+    trained_on: str | None = None  # what a test-fixture checkpoint says it was trained on
 
     def as_metadata(self) -> dict[str, str]:
         """Flat string metadata for the mlpackage (Core ML user-defined keys are strings)."""
@@ -80,6 +80,8 @@ class Provenance:
         }
         if self.calibration:
             out["source.calibration"] = self.calibration
+        if self.trained_on:
+            out["source.trained_on"] = self.trained_on
         return out
 
     def as_dict(self) -> dict[str, Any]:
@@ -120,48 +122,91 @@ def load_weights(
     trust_checkpoint: bool = False,
     cache_dir: Path | None = None,
 ) -> LoadedWeights:
-    """Load `family` ("segmentation" | "embedding") weights from `source`, in eval mode."""
-    if family not in FAMILIES:
-        raise SourceError(f"unknown weight family '{family}' (choose from {', '.join(FAMILIES)})")
+    """Load `family`'s weights (a WeightFamily or its name) from `source`, in eval mode."""
+    family = weight_family(family).name
     spec = parse_source(source) if isinstance(source, str) else source
     if spec.kind == "random":
         return _load_random(family, spec.seed if spec.seed is not None else DEFAULT_SEED)
     if spec.kind == "hf":
         path, revision = _hub_checkpoint(spec, cache_dir)
-        model, sha = _load_checkpoint(family, path, trust_checkpoint)
-        prov = Provenance(family, "hf", spec.repo or "", revision, sha, None, True)
+        model, sha, trained_on = _load_checkpoint(family, path, trust_checkpoint)
+        prov = Provenance(
+            family, "hf", spec.repo or "", revision, sha, None, True, trained_on=trained_on
+        )
         return LoadedWeights(family, model, prov)
     assert spec.path is not None
     path = spec.path / CHECKPOINT_NAME if spec.path.is_dir() else spec.path
-    model, sha = _load_checkpoint(family, path, trust_checkpoint)
-    prov = Provenance(family, "local", str(spec.path), None, sha, None, True)
+    model, sha, trained_on = _load_checkpoint(family, path, trust_checkpoint)
+    prov = Provenance(family, "local", str(spec.path), None, sha, None, True, trained_on=trained_on)
     return LoadedWeights(family, model, prov)
 
 
 # --- architectures -------------------------------------------------------------------------
 
 
-def build_architecture(family: str):
-    """The untrained architecture (pyannote's default init from torch's current RNG)."""
-    quiet_pyannote()
-    if family == "segmentation":
-        from pyannote.audio.core.task import Problem, Resolution, Specifications
-        from pyannote.audio.models.segmentation import PyanNet
+def _build_pyannet():
+    """segmentation-3.0: PyanNet with the powerset specifications pyannote trains it with."""
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.segmentation import PyanNet
 
-        model = PyanNet(**SEGMENTATION_3_0)
-        model.specifications = Specifications(
-            problem=Problem.MONO_LABEL_CLASSIFICATION,
-            resolution=Resolution.FRAME,
-            duration=SEGMENTATION_DURATION_S,
-            classes=[f"speaker#{i + 1}" for i in range(SEGMENTATION_SPEAKERS)],
-            powerset_max_classes=SEGMENTATION_MAX_PER_FRAME,
-            permutation_invariant=True,
-        )
-        model.build()
-        return model.eval()
+    model = PyanNet(**SEGMENTATION_3_0)
+    model.specifications = Specifications(
+        problem=Problem.MONO_LABEL_CLASSIFICATION,
+        resolution=Resolution.FRAME,
+        duration=SEGMENTATION_DURATION_S,
+        classes=[f"speaker#{i + 1}" for i in range(SEGMENTATION_SPEAKERS)],
+        powerset_max_classes=SEGMENTATION_MAX_PER_FRAME,
+        permutation_invariant=True,
+    )
+    model.build()
+    return model.eval()
+
+
+def _build_wespeaker():
     from pyannote.audio.models.embedding import WeSpeakerResNet34
 
     return WeSpeakerResNet34().eval()
+
+
+def _calibrate_segmentation(model, audio) -> None:
+    from .calibration import calibrate_segmentation
+
+    calibrate_segmentation(model, audio)
+
+
+def _calibrate_embedding(model, audio) -> None:
+    from .calibration import calibrate_embedding
+
+    calibrate_embedding(model, audio)
+
+
+def _pyannet_geometry(model, embedding_batch: int):
+    return segmentation_geometry(model, embedding_batch=embedding_batch)
+
+
+# The weight families, declared once; the registry's ModelSpecs point at them.
+SEGMENTATION_WEIGHTS = WeightFamily(
+    "segmentation", "PyanNet", _build_pyannet, _calibrate_segmentation, _pyannet_geometry
+)
+EMBEDDING_WEIGHTS = WeightFamily(
+    "embedding", "WeSpeakerResNet34", _build_wespeaker, _calibrate_embedding
+)
+FAMILIES = {f.name: f for f in (SEGMENTATION_WEIGHTS, EMBEDDING_WEIGHTS)}
+
+
+def weight_family(family: str | WeightFamily) -> WeightFamily:
+    """A family by name (an unknown name is an error, never a default)."""
+    if isinstance(family, WeightFamily):
+        return family
+    if family not in FAMILIES:
+        raise SourceError(f"unknown weight family '{family}' (choose from {', '.join(FAMILIES)})")
+    return FAMILIES[family]
+
+
+def build_architecture(family: str | WeightFamily):
+    """The untrained architecture (pyannote's default init from torch's current RNG)."""
+    quiet_pyannote()
+    return weight_family(family).build()
 
 
 def quiet_pyannote() -> None:
@@ -177,7 +222,7 @@ def _load_random(family: str, seed: int) -> LoadedWeights:
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
         torch.manual_seed(seed)
         model = build_architecture(family)
-    note = calibrate(family, model)
+    note = calibrate(weight_family(family), model)
     prov = Provenance(family, "random", f"random-init:{seed}", None, None, seed, False, note)
     return LoadedWeights(family, model, prov)
 
@@ -222,18 +267,21 @@ def _load_checkpoint(family: str, path: Path, trust: bool):
             f"corrupt or truncated checkpoint {path}: {_first_line(str(exc))}"
         ) from exc
 
+    trained_on = None
     if checkpoint is not None:
         _check_architecture(family, path, checkpoint)
+        trained_on = _fixture_note(checkpoint)
     from pyannote.audio import Model
 
     try:
         model = Model.from_pretrained(io.BytesIO(data), strict=True)
     except Exception as exc:
         raise SourceError(f"cannot load checkpoint {path}: {_first_line(str(exc))}") from exc
-    if model is None or type(model).__name__ != EXPECTED_CLASS[family]:
+    expected = weight_family(family).architecture
+    if model is None or type(model).__name__ != expected:
         got = type(model).__name__ if model is not None else "nothing"
-        raise SourceError(f"checkpoint {path} holds {got}, expected {EXPECTED_CLASS[family]}")
-    return model.eval(), hashlib.sha256(data).hexdigest()
+        raise SourceError(f"checkpoint {path} holds {got}, expected {expected}")
+    return model.eval(), hashlib.sha256(data).hexdigest(), trained_on
 
 
 def _check_architecture(family: str, path: Path, checkpoint: Any) -> None:
@@ -249,10 +297,16 @@ def _check_architecture(family: str, path: Path, checkpoint: Any) -> None:
         cls = checkpoint["pyannote.audio"]["architecture"]["class"]
     except (KeyError, TypeError) as exc:
         raise SourceError(f"pyannote checkpoint without architecture record: {path}") from exc
-    if cls != EXPECTED_CLASS[family]:
-        raise SourceError(
-            f"checkpoint {path} holds {cls}, expected {EXPECTED_CLASS[family]} for {family}"
-        )
+    expected = weight_family(family).architecture
+    if cls != expected:
+        raise SourceError(f"checkpoint {path} holds {cls}, expected {expected} for {family}")
+
+
+def _fixture_note(checkpoint: dict) -> str | None:
+    """A test fixture's own record of its training data (training/train_segmentation.py)."""
+    note = checkpoint.get("coreml_diarize_fixture")
+    text = note.get("trained_on") if isinstance(note, dict) else None
+    return text if isinstance(text, str) and text else None
 
 
 def _first_line(text: str) -> str:

@@ -68,6 +68,10 @@ class Tolerance:
     max_relative_to_spread: float | None = None
     # the reference must move at least this much between inputs (else: degenerate weights)
     min_reference_spread: float | None = None
+    # log-probability outputs: the largest |exp(got) - exp(ref)|, the error in probability
+    # space. Unlike max_abs on log-probabilities it does not blow up on near-impossible
+    # classes (-15 vs -14.99 is 3e-7 here), and it still sees any decision-relevant change.
+    max_prob_abs: float | None = None
     # fp32 packages: max_abs may rise to this factor x the float32 rounding floor, measured in
     # the same run as |wrapper in fp32 - wrapper in fp64| on the same input. Some models
     # (SincNet on spiky speech) amplify fp32 rounding beyond any fixed bound: no fp32
@@ -111,6 +115,20 @@ class Options:
 
 
 @dataclass(frozen=True)
+class WeightFamily:
+    """One kind of pyannote model whose weights the toolkit loads (declared in sources.py):
+    how its untrained architecture is built, which class a checkpoint must hold, how seeded
+    random weights are calibrated, and, for the model that defines them, the shared sizes."""
+
+    name: str  # "segmentation" | "embedding": also the CLI's --<name>-source option
+    architecture: str  # the pyannote class a checkpoint must hold
+    build: Callable[[], Any]  # untrained architecture from torch's current RNG, in eval mode
+    calibrate: Callable[[Any, Any], None]  # (model, calibration audio) -> None, in place
+    # model, embedding_batch -> Geometry, for the family the shared sizes come from
+    geometry: Callable[[Any, int], Geometry] | None = None
+
+
+@dataclass(frozen=True)
 class BuildContext:
     """Everything a wrapper or reference needs: weights (if any), geometry, options."""
 
@@ -128,7 +146,7 @@ class ModelSpec:
     filename: str  # artifact stem: <filename>.mlpackage
     role: str  # "core" | "auxiliary"
     description: str
-    weights: str | None  # which weight family it needs: "segmentation" | "embedding" | None
+    weights: WeightFamily | None  # the weights it needs (sources.py), None for weightless
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     build_wrapper: Callable[[BuildContext], torch.nn.Module]
@@ -149,6 +167,9 @@ class ModelSpec:
     fp32_values: tuple[str, ...] = ()
     # the quantization recipes `build` makes from the fp32 package (QuantizeConfig settings)
     device_variants: tuple[Mapping[str, Any], ...] = ()
+    # the diarization chains that run this model (diarization/: "online" = the 3.1-style
+    # chain of five packages); a model in no chain is converted and bundled, never required
+    chains: tuple[str, ...] = ()
     # the same keys as `tolerances`, for seeded random (untrained) weights only, where those
     # are more fragile than trained ones (docs/validation.md says why for each)
     untrained_tolerances: Mapping[str, Mapping[str, Tolerance]] = field(default_factory=dict)
@@ -188,20 +209,3 @@ def intended_compute_units(precision: str) -> str:
     """The Core ML compute units a package of this precision is meant for: fp16 programs
     (palettized ones included) for the Neural Engine, fp32 ones as the CPU reference."""
     return "cpu_and_ne" if precision.startswith("fp16") else "cpu_only"
-
-
-def registry() -> dict[str, ModelSpec]:
-    """All models, by CLI key, in pipeline order."""
-    from .models import all_specs
-
-    return {spec.key: spec for spec in all_specs()}
-
-
-def get_spec(key: str) -> ModelSpec:
-    specs = registry()
-    by_file = {s.filename: s for s in specs.values()}
-    if key in specs:
-        return specs[key]
-    if key in by_file:
-        return by_file[key]
-    raise DiarizeError(f"unknown model '{key}' (choose from: {', '.join(specs)})")

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from coreml_diarize.converters.convert import FP32_SENSITIVE_OPS, quiet_coremltools, save_mlmodel
+from coreml_diarize.converters.convert import FP32_SENSITIVE_OPS, save_mlmodel
 from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.mlpackage import (
     check_package,
@@ -36,6 +36,7 @@ from coreml_diarize.mlpackage import (
     load_mlmodel,
     load_program,
     package_size,
+    quiet_coremltools,
     tree_hash,
 )
 from coreml_diarize.record import CONVERSION_DATE_KEY, PackageRecord, quantization_metadata
@@ -226,7 +227,7 @@ def _record_of(source_spec, name: str) -> PackageRecord | None:
 
 def _spec_of(record: PackageRecord | None):
     """The registered ModelSpec a package was made from, or None (a foreign package)."""
-    from coreml_diarize.specs import registry
+    from coreml_diarize.models import registry
 
     return registry().get(record.model) if record is not None else None
 
@@ -452,14 +453,50 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
     fp32_values = frozenset(spec.fp32_values if spec is not None else ())
     source_in_fp16 = bool(summary.compute_dtypes.get("fp16"))
 
+    new = _transformed(
+        src, source, config, fp32_values, fp16_first=config.computes_in_fp16 and not source_in_fp16
+    )
+    if config.family == "fp16":
+        precision = config.mode
+    elif config.computes_in_fp16 and not source_in_fp16:
+        precision = "fp16"
+    else:
+        precision = record.precision if record is not None else "fp32"
+    recipe = _recipe_metadata(config, src, record, src_hash, size_before)
+    recipe["exclude_from"] = exclude_from
+    meta = new.user_defined_metadata
+    meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
+    # the source's record is carried over; the quantization rewrites its own keys in place
+    meta.update(
+        quantization_metadata(precision=precision, compression=config.compression, recipe=recipe)
+    )
+    save_mlmodel(new, dst)
+
+    summary = summarize_program(load_program(dst))
+    return QuantizeResult(
+        src=src,
+        dst=dst,
+        recipe=recipe,
+        size_before=size_before,
+        size_after=package_size(dst),
+        seconds=time.perf_counter() - start,
+        compressed_weights=_checked_result(dst, config, summary),
+        op_histogram=summary.op_histogram,
+    )
+
+
+def _transformed(src: Path, source, config: QuantizeConfig, fp32_values, *, fp16_first: bool):
+    """The new in-memory model: made fp16 first (`fp16_first`), then compressed, with the
+    source's description. coremltools' own errors become one line naming the recipe."""
+    source_spec = source.get_spec()
     try:
         with quiet_coremltools():
             new = source
-            if config.computes_in_fp16 and not source_in_fp16:
-                new = _fp16_model(src, config, spec_version, fp32_values)
+            if fp16_first:
+                new = _fp16_model(src, config, int(source_spec.specificationVersion), fp32_values)
             if config.family != "fp16":
                 new = _compressed_model(new, config)
-            new = _with_source_description(new, source_spec)
+            return _with_source_description(new, source_spec)
     except DiarizeError:
         raise
     except Exception as exc:  # coremltools reports bad combinations as ValueError & co
@@ -468,36 +505,12 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
             f"coremltools could not apply {config.name} to {src.name}: {first}"
         ) from exc
 
-    recipe = _recipe_metadata(config, src, record, src_hash, size_before)
-    recipe["exclude_from"] = exclude_from
-    meta = new.user_defined_metadata
-    meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
-    if config.family == "fp16":
-        precision = config.mode
-    elif config.computes_in_fp16 and not source_in_fp16:
-        precision = "fp16"
-    else:
-        precision = record.precision if record is not None else "fp32"
-    # the source's record is carried over; the quantization rewrites its own keys in place
-    meta.update(
-        quantization_metadata(precision=precision, compression=config.compression, recipe=recipe)
-    )
-    save_mlmodel(new, dst)
 
-    summary = summarize_program(load_program(dst))
+def _checked_result(dst: Path, config: QuantizeConfig, summary: ProgramSummary) -> int:
+    """How many weights the saved program holds compressed (or in fp16); an fp16 recipe whose
+    program computes nothing in fp16 is an internal error."""
     if config.computes_in_fp16 and not summary.compute_dtypes.get("fp16"):
         raise ArtifactError(f"internal error: {dst.name} computes nothing in fp16")
     if config.family == "fp16":
-        done = sum(1 for d in summary.weight_dtypes.values() if d == "float16")
-    else:
-        done = summary.compressed
-    return QuantizeResult(
-        src=src,
-        dst=dst,
-        recipe=recipe,
-        size_before=size_before,
-        size_after=package_size(dst),
-        seconds=time.perf_counter() - start,
-        compressed_weights=done,
-        op_histogram=summary.op_histogram,
-    )
+        return sum(1 for d in summary.weight_dtypes.values() if d == "float16")
+    return summary.compressed

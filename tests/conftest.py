@@ -31,7 +31,7 @@ def seg_ctx(seg_weights):
 def seg_package(seg_ctx, tmp_path_factory):
     """The fp32 segmentation mlpackage, converted once per session."""
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import get_spec
+    from coreml_diarize.models import get_spec
 
     return convert_model(get_spec("segmentation"), seg_ctx, tmp_path_factory.mktemp("seg")).path
 
@@ -55,6 +55,6 @@ def emb_ctx(emb_weights):
 def emb_package(emb_ctx, tmp_path_factory):
     """wespeaker_v2.mlpackage (fp32) through the project's converter, once per session."""
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import get_spec
+    from coreml_diarize.models import get_spec
 
     return convert_model(get_spec("embedding"), emb_ctx, tmp_path_factory.mktemp("emb")).path

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 from coremltools.converters.mil import Builder as mb
 from coremltools.converters.mil.mil import get_new_symbol, types
 
-from coreml_diarize.cli import main
+from coreml_diarize.app.cli import main
 from coreml_diarize.validation.ane import ane_report, ane_report_for_program
 
 RNG = np.random.default_rng(0)

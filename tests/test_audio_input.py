@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from coreml_diarize.app.cli import main
 from coreml_diarize.audio import ALLOW_TRUNCATED_ENV, read_audio, wav_truncation
-from coreml_diarize.cli import main
-from coreml_diarize.specs import registry
+from coreml_diarize.models import registry
 
 RATE = 16000
 TRUNCATED = (

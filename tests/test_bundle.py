@@ -9,8 +9,8 @@ import zipfile
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.bundle import make_bundle, report_path, save_report, verify_bundle
-from coreml_diarize.cli import main
+from coreml_diarize.app.bundle import make_bundle, report_path, save_report, verify_bundle
+from coreml_diarize.app.cli import main
 from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.mlpackage import file_sha256
 

@@ -6,8 +6,8 @@ import json
 
 from click.testing import CliRunner
 
+from coreml_diarize.app.cli import main
 from coreml_diarize.atomic import LOCK_NAME
-from coreml_diarize.cli import main
 
 
 def test_inspect_json_reports_contract_io_and_ops(seg_package):

@@ -12,9 +12,9 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.bundle import make_bundle, report_path, save_report, verify_bundle
-from coreml_diarize.cli import main
-from coreml_diarize.compile import NOT_COMPILED, compile_package, find_xcrun
+from coreml_diarize.app.bundle import make_bundle, report_path, save_report, verify_bundle
+from coreml_diarize.app.cli import main
+from coreml_diarize.app.compile import NOT_COMPILED, compile_package, find_xcrun
 from coreml_diarize.errors import ArtifactError
 from coreml_diarize.mlpackage import file_sha256
 
@@ -39,9 +39,9 @@ SILENT_XCRUN = "#!/bin/sh\nexit 0\n"
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
     """Two validated packages (the postprocessor, cheap, under two names)."""
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import get_spec
+    from coreml_diarize.models import get_spec
     from coreml_diarize.validation.report import validate_package
 
     spec = get_spec("postprocessor")

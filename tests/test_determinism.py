@@ -16,10 +16,10 @@ from pathlib import Path
 CONVERT = """
 import sys
 from pathlib import Path
-from coreml_diarize.build import make_context
+from coreml_diarize.context import make_context
 from coreml_diarize.converters.convert import convert_model
 from coreml_diarize.mlpackage import tree_hash
-from coreml_diarize.specs import get_spec
+from coreml_diarize.models import get_spec
 
 spec = get_spec("postprocessor")
 result = convert_model(spec, make_context(spec, source="random:0"), Path(sys.argv[1]))

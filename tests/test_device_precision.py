@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from coreml_diarize.mlpackage import iter_ops, load_program
+from coreml_diarize.models import get_spec
 from coreml_diarize.quantize import QuantizeConfig, quantize_package
-from coreml_diarize.specs import get_spec
 from coreml_diarize.validation.report import validate_package
 
 # every built-in signal of the embedding spec (validation/reference_embedding.py)

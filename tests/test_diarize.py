@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.cli import main
+from coreml_diarize.app.cli import main
 
 EXCERPT_S = 12.5
 SAMPLE_RATE = 16000
@@ -34,10 +34,10 @@ def one_torch_thread():
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     """The five fp32 packages from seeded weights, plus the torch models they came from."""
-    from coreml_diarize.build import make_context
-    from coreml_diarize.compare import TorchModels
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import registry
+    from coreml_diarize.diarization.compare import TorchModels
+    from coreml_diarize.models import registry
 
     out = tmp_path_factory.mktemp("diarize_models")
     models = {}
@@ -59,7 +59,7 @@ def excerpt(tmp_path_factory):
     from pyannote.core import Segment
 
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.diarize import read_rttm, write_rttm
+    from coreml_diarize.diarization.diarize import read_rttm, write_rttm
 
     sample = bundled_sample_path()
     samples = read_audio(sample).samples[: int(EXCERPT_S * SAMPLE_RATE)]
@@ -75,8 +75,8 @@ def excerpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def comparison(built, excerpt):
-    from coreml_diarize.compare import compare_samples
-    from coreml_diarize.diarize import ChainModels, find_packages, read_rttm
+    from coreml_diarize.diarization.compare import compare_samples
+    from coreml_diarize.diarization.diarize import ChainModels, find_packages, read_rttm
 
     models_dir, torch_models = built
     samples, _, rttm = excerpt
@@ -111,7 +111,7 @@ def test_converted_chain_matches_pyannote_pipeline(comparison):
 
 
 def test_rttm_roundtrip(comparison, tmp_path):
-    from coreml_diarize.diarize import read_rttm, write_rttm
+    from coreml_diarize.diarization.diarize import read_rttm, write_rttm
 
     annotation = comparison[0].converted.annotation
     path = write_rttm(annotation, tmp_path / "out" / "sample.rttm")
@@ -128,7 +128,7 @@ def test_rttm_roundtrip(comparison, tmp_path):
 
 
 def test_cli_diarize_writes_rttm(built, excerpt, tmp_path):
-    from coreml_diarize.diarize import read_rttm
+    from coreml_diarize.diarization.diarize import read_rttm
 
     models_dir, _ = built
     _, wav, _ = excerpt
@@ -204,8 +204,8 @@ def test_bad_audio(built, tmp_path):
 
 
 def test_variant_picks_compressed_packages_when_present(tmp_path):
-    from coreml_diarize.diarize import find_packages
-    from coreml_diarize.specs import registry
+    from coreml_diarize.diarization.diarize import find_packages
+    from coreml_diarize.models import registry
 
     for spec in registry().values():  # find_packages only looks at names
         (tmp_path / f"{spec.filename}.mlpackage").mkdir()

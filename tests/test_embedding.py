@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from coreml_diarize.validation import signals
+from coreml_diarize import signals
 from coreml_diarize.validation.reference_embedding import (
     embedding_inputs,
     embedding_reference,
@@ -306,10 +306,11 @@ def test_flexible_batch_package_matches_pyannote_for_1_and_5_slots(ctx, tmp_path
     """--flexible-batch: the converted embedding model takes 1..32 speaker slots."""
     from dataclasses import replace
 
+    from coreml_diarize import signals
     from coreml_diarize.converters.convert import convert_model
     from coreml_diarize.mlpackage import inspect_package
-    from coreml_diarize.specs import Options, get_spec
-    from coreml_diarize.validation import signals
+    from coreml_diarize.models import get_spec
+    from coreml_diarize.specs import Options
     from coreml_diarize.validation.mil import MILExecutor
 
     package = convert_model(

@@ -15,10 +15,10 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner
 
+from coreml_diarize import signals
+from coreml_diarize.app.cli import main
 from coreml_diarize.atomic import LOCK_NAME
-from coreml_diarize.cli import main
 from coreml_diarize.mlpackage import tree_hash
-from coreml_diarize.validation import signals
 
 
 def run(*args: str):
@@ -269,7 +269,7 @@ import os, signal, sys
 import coreml_diarize.atomic as atomic
 if {kill_before_rename}:
     atomic._replace = lambda src, dst: os.kill(os.getpid(), signal.SIGKILL)
-from coreml_diarize.cli import main
+from coreml_diarize.app.cli import main
 sys.argv = ["coreml-diarize", "convert", "postprocessor", "--out", {str(out)!r}]
 main()
 """

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi
 
-from coreml_diarize.validation import signals
+from coreml_diarize import signals
 from coreml_diarize.wrappers.fbank import (
     KALDI_LOG_FLOOR,
     FbankAsConv,
@@ -134,8 +134,7 @@ def test_converted_front_end_has_no_slicing(tmp_path):
     """One conv, squares, one mel matmul, log: no slice_by_index / gather in the program."""
     import coremltools as ct
 
-    from coreml_diarize.converters.convert import quiet_coremltools
-    from coreml_diarize.mlpackage import load_program, op_histogram
+    from coreml_diarize.mlpackage import load_program, op_histogram, quiet_coremltools
 
     front_end = fbank_as_conv().eval()
     example = torch.zeros(3, 160000)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import torchaudio.compliance.kaldi as kaldi
 
-from coreml_diarize.validation import signals
-from coreml_diarize.wrappers.fbank import KaldiFbankOptions
+from coreml_diarize import signals
+from coreml_diarize.validation.reference_embedding import kaldi_fbank_float64
 from coreml_diarize.wrappers.fbank_factored import FactoredFbank, constant_count
 
 # Measured in fp32 (torch 2.11, CPU): max abs log-mel error vs float64 kaldi.fbank 1.0e-4 noise,
@@ -33,21 +32,6 @@ SIGNALS = {
 }
 
 
-def kaldi_float64(x: np.ndarray, opts: KaldiFbankOptions) -> torch.Tensor:
-    """(mels, frames) from float64 kaldi.fbank(waveform * 2^15) with pyannote's settings."""
-    waveform = torch.from_numpy(x).double()[None] * opts.input_scale
-    return kaldi.fbank(
-        waveform,
-        num_mel_bins=opts.num_mel_bins,
-        frame_length=opts.frame_length_ms,
-        frame_shift=opts.frame_shift_ms,
-        dither=0.0,
-        sample_frequency=opts.sample_rate,
-        window_type="hamming",
-        use_energy=False,
-    ).T
-
-
 @pytest.fixture(scope="module")
 def front_end() -> FactoredFbank:
     return FactoredFbank().eval()
@@ -58,7 +42,7 @@ def test_log_mel_matches_float64_kaldi(name, front_end, record_property):
     x = SIGNALS[name]()
     with torch.no_grad():
         ours = front_end(torch.from_numpy(x)[None])[0].double()
-    ref = kaldi_float64(x, front_end.opts)
+    ref = kaldi_fbank_float64(x, front_end.opts)
     assert ours.shape == ref.shape == (80, 998)
     err = (ours - ref).abs().max().item()
     record_property("max_abs_vs_float64", err)
@@ -72,7 +56,7 @@ def test_algebra_is_exact_in_float64():
     for x in (signals.noise(), signals.real_speech(0.0)):
         with torch.no_grad():
             ours = module(torch.from_numpy(x).double()[None])[0]
-        assert (ours - kaldi_float64(x, module.opts)).abs().max().item() < 1e-9
+        assert (ours - kaldi_fbank_float64(x, module.opts)).abs().max().item() < 1e-9
 
 
 @pytest.mark.parametrize("samples", [160000 - 1, 160000 + 79, 160000 + 80, 48000])
@@ -82,7 +66,7 @@ def test_other_lengths(samples):
     x = signals.noise(samples)
     with torch.no_grad():
         ours = module(torch.from_numpy(x).double()[None])[0]
-    ref = kaldi_float64(x, module.opts)
+    ref = kaldi_fbank_float64(x, module.opts)
     assert ours.shape == ref.shape
     assert (ours - ref).abs().max().item() < 1e-9
 
@@ -98,8 +82,7 @@ def test_few_constants(front_end):
 def test_converted_program_has_no_slicing_and_matches_torch(front_end, tmp_path):
     import coremltools as ct
 
-    from coreml_diarize.converters.convert import quiet_coremltools
-    from coreml_diarize.mlpackage import load_program, op_histogram
+    from coreml_diarize.mlpackage import load_program, op_histogram, quiet_coremltools
     from coreml_diarize.validation.mil.executor import MILExecutor
 
     example = torch.zeros(3, 160000)

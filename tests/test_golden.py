@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.bundle import make_bundle, save_report, verify_bundle
-from coreml_diarize.cli import main
-from coreml_diarize.errors import DiarizeError
-from coreml_diarize.golden import (
+from coreml_diarize.app.bundle import make_bundle, save_report, verify_bundle
+from coreml_diarize.app.cli import main
+from coreml_diarize.app.golden import (
     GOLDEN_OFFSET_S,
     check_golden,
     golden_for_packages,
@@ -23,6 +22,7 @@ from coreml_diarize.golden import (
     read_golden,
     write_bundle_golden,
 )
+from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import file_sha256
 
 SEG = "pyannote_segmentation"
@@ -32,9 +32,9 @@ POST = "powerset_postprocessor"
 @pytest.fixture(scope="module")
 def post_package(tmp_path_factory):
     """powerset_postprocessor.mlpackage (no weights: cheap), validated, with its context."""
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import get_spec
+    from coreml_diarize.models import get_spec
     from coreml_diarize.validation.report import validate_package
 
     spec = get_spec("postprocessor")
@@ -86,7 +86,7 @@ def test_golden_written_hashed_and_read_back(bundle, seg_ctx):
     # raw little-endian float32: readable without numpy's help
     raw = (d / "golden" / SEG / "input.audio.bin").read_bytes()
     first = struct.unpack_from("<4f", raw)
-    from coreml_diarize.validation import signals
+    from coreml_diarize import signals
 
     speech = signals.real_speech(GOLDEN_OFFSET_S, seg_ctx.geometry.samples)
     assert np.array_equal(np.array(first, dtype=np.float32), speech[:4])

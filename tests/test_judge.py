@@ -78,6 +78,40 @@ def test_fp32_floor_raises_max_abs_by_its_factor():
     assert not _judge(Tolerance(max_abs=1e-3), out, floors=floors).passed
 
 
+# --- probabilities of log-probability outputs -------------------------------------------------
+
+
+def test_max_prob_abs_judges_log_probabilities_as_probabilities():
+    # row 0: the likely class moves by 0.01 in log space (probability 0.5 -> 0.505);
+    # row 1: a near-impossible class moves by 2 (log-probability -20 -> -18): huge in log
+    # space, 1.5e-8 as a probability
+    ref = np.log(np.array([[0.5, 0.3, 0.2], [1.0, 1e-9, 1e-9]], np.float64))
+    ref[1, 1:] = -20.0
+    ref = ref.astype(np.float32)
+    refs = {"a": {"y": ref}, "b": {"y": ref[:, ::-1].copy()}}
+    got = ref.copy()
+    got[0, 0] += 0.01
+    got[1, 1] = -18.0
+    tol = Tolerance(max_prob_abs=0.01)
+    j = _judge(tol, {"a": {"y": got}, "b": refs["b"]}, refs=refs)
+    assert j.passed, j.all_failures()
+    result = j.cases[0].outputs[0]
+    assert result.max_abs == pytest.approx(2.0)  # what a log-space max_abs would have seen
+    assert result.prob_max_abs == pytest.approx(0.5 * (np.exp(0.01) - 1), rel=1e-4)
+    assert j.summary()["y"]["prob_max_abs"] == pytest.approx(result.prob_max_abs)
+    assert j.cases[1].outputs[0].prob_max_abs == 0.0
+    # a decision-relevant change: the likely class loses 0.2 of probability
+    far = ref.copy()
+    far[0, 0] = np.log(0.3)
+    j = _judge(tol, {"a": {"y": far}, "b": refs["b"]}, refs=refs)
+    assert not j.passed
+    (failure,) = j.all_failures()
+    assert failure.startswith("y: max probability error 0.2 > 0.01")
+    # unset: not computed
+    assert _judge(Tolerance(), {"a": {"y": far}, "b": refs["b"]}, refs=refs).passed
+    assert _judge(Tolerance(), _shifted(1.0)).cases[0].outputs[0].prob_max_abs is None
+
+
 # --- cosine, argmax ---------------------------------------------------------------------------
 
 
@@ -213,6 +247,7 @@ def test_validation_report_keeps_its_format():
         "input",
         "output",
         "max_abs",
+        "prob_abs",
         "psnr",
         "cos_min",
         "argmax",

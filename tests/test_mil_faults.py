@@ -20,7 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from coreml_diarize.errors import ArtifactError, DiarizeError
-from coreml_diarize.validation.mil import MILExecutor, load_program
+from coreml_diarize.validation.mil import MILExecutor, read_mil_program
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 warnings.filterwarnings("ignore", module="coremltools")
@@ -95,7 +95,7 @@ def weight_file(pkg: Path) -> Path:
 
 def classifier_weight(pkg: Path):  # type: ignore[no-untyped-def]
     """Blob range of the final linear layer's weight, found through the spec."""
-    prog = load_program(pkg)
+    prog = read_mil_program(pkg)
     linear = [n for n in prog.main.nodes if n.op_type == "linear"][-1]
     name = linear.inputs["weight"][0].name
     return prog.blob_ranges[name], linear

@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.utils import hf_raise_for_status
 
-from coreml_diarize.bundle import make_bundle, save_report
-from coreml_diarize.cli import main
+from coreml_diarize.app.bundle import make_bundle, save_report
+from coreml_diarize.app.cli import main
+from coreml_diarize.app.publish import PublishError, model_card, plan_publish, publish
 from coreml_diarize.mlpackage import file_sha256
-from coreml_diarize.publish import PublishError, model_card, plan_publish, publish
 
 try:  # the HTTP client huggingface_hub 2.x raises with (1.x: httpx)
     import httpx2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.cli import main
+from coreml_diarize.app.cli import main
 from coreml_diarize.converters.convert import FP32_SENSITIVE_OPS
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import (
@@ -173,7 +173,8 @@ def _tiny_package(path: Path, *, target: str = "iOS17", flexible: bool = False) 
     import coremltools as ct
     import torch
 
-    from coreml_diarize.converters.convert import quiet_coremltools, save_mlmodel
+    from coreml_diarize.converters.convert import save_mlmodel
+    from coreml_diarize.mlpackage import quiet_coremltools
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from coreml_diarize.specs import get_spec
-from coreml_diarize.validation import signals
+from coreml_diarize import signals
+from coreml_diarize.models import get_spec
 
 SPEC = get_spec("segmentation")
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from coreml_diarize import signals
 from coreml_diarize.errors import SourceError
 from coreml_diarize.sources import load_weights, parse_source, save_pyannote_checkpoint
-from coreml_diarize.validation import signals
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.cli import main
+from coreml_diarize.app.cli import main
 from coreml_diarize.validation.report import validate_package
 
 
@@ -61,9 +61,9 @@ def test_degenerate_weights_fail_instead_of_passing_trivially(tmp_path, monkeypa
     """Uncalibrated default-init weights: the package matches its reference, but the reference
     barely depends on its input, so validation must refuse to call that a pass."""
     import coreml_diarize.calibration as calibration
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.specs import get_spec
+    from coreml_diarize.models import get_spec
 
     monkeypatch.setattr(calibration, "calibrate_segmentation", lambda model, audio: None)
     spec = get_spec("segmentation")
@@ -93,7 +93,7 @@ def test_cli_validate_json_and_exit_codes(seg_package, tmp_path):
 def test_cli_validate_user_audio(seg_package, tmp_path):
     import soundfile as sf
 
-    from coreml_diarize.validation import signals
+    from coreml_diarize import signals
 
     stereo = np.stack([signals.real_speech(4.0, 64000), signals.noise(64000)], axis=1)
     sf.write(tmp_path / "two.wav", stereo, 16000)

@@ -321,7 +321,7 @@ def test_macos_validates_every_package_on_cpu_and_neural_engine():
 def test_workflow_cli_options_exist():
     from click.testing import CliRunner
 
-    from coreml_diarize.cli import main
+    from coreml_diarize.app.cli import main
 
     runner = CliRunner()
     compare = runner.invoke(main, ["compare", "--help"])
@@ -390,7 +390,7 @@ def _gate_module():
 
 def _compare_json(path: Path, der: float, variant: str | None = None) -> Path:
     """What `coreml-diarize compare --json` writes (built by compare.py's own to_dict)."""
-    from coreml_diarize.compare import ComparisonResult, Scores
+    from coreml_diarize.diarization.compare import ComparisonResult, Scores
 
     converted = SimpleNamespace(
         seconds=1.0,

@@ -10,6 +10,9 @@ Rules (a `Tolerance` field that is unset is not checked):
   `argmax_margin` (decisive rows; near-ties are a coin toss for any precision);
 - `max_abs`: the largest absolute error; for fp32 packages (`floors` given) it may rise to
   `fp32_floor_factor` x the float32 rounding floor measured on the same input;
+- `max_prob_abs`: for log-probability outputs, the largest |exp(got) - exp(ref)| (the error in
+  probability space: near-impossible classes, where log-probabilities are ill-conditioned,
+  weigh nothing, and every decision-relevant change still shows);
 - `max_relative_to_spread`: mean absolute error / the reference's spread across inputs;
 - `min_reference_spread`: the reference must move at least this much between inputs (else the
   weights are degenerate and every other check would pass trivially);
@@ -42,6 +45,7 @@ class OutputResult:
     argmax_agreement: float | None = None
     argmax_agreement_confident: float | None = None
     relative_to_spread: float | None = None
+    prob_max_abs: float | None = None  # max |exp(got) - exp(ref)|, log-probability outputs
     fp32_floor: float | None = None  # |torch fp32 - torch fp64| on this input, when measured
     failures: list[str] = field(default_factory=list)
 
@@ -89,6 +93,8 @@ class Judgement:
                     value = getattr(o, key)
                     if value is not None:
                         s[key] = min(s.get(key, math.inf), value)
+                if o.prob_max_abs is not None:
+                    s["prob_max_abs"] = max(s.get("prob_max_abs", 0.0), o.prob_max_abs)
                 if o.relative_to_spread is not None:
                     s["relative_to_spread"] = max(
                         s.get("relative_to_spread", 0.0), o.relative_to_spread
@@ -173,6 +179,8 @@ def judge_output(
         _check_argmax(result, ref, got, tol)
     if tol.max_abs is not None:
         _check_max_abs(result, tol, fp32_floor)
+    if tol.max_prob_abs is not None:
+        _check_prob_abs(result, ref, got, tol)
     if spread and math.isfinite(spread) and spread > 0:
         _check_relative_to_spread(result, tol, spread)
     return result
@@ -209,6 +217,17 @@ def _check_max_abs(result: OutputResult, tol: Tolerance, fp32_floor: float | Non
         limit = max(limit, tol.fp32_floor_factor * fp32_floor)
     if result.max_abs > limit:
         result.failures.append(f"{result.output}: max abs error {result.max_abs:.3g} > {limit:.3g}")
+
+
+def _check_prob_abs(result: OutputResult, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> None:
+    """Log-probability outputs, compared as probabilities (in float64: exp of float32 values
+    near 0 loses nothing there)."""
+    diff = np.exp(ref.astype(np.float64)) - np.exp(got.astype(np.float64))
+    result.prob_max_abs = float(np.max(np.abs(diff)))
+    if result.prob_max_abs > tol.max_prob_abs:
+        result.failures.append(
+            f"{result.output}: max probability error {result.prob_max_abs:.3g} > {tol.max_prob_abs:.3g}"
+        )
 
 
 def _check_relative_to_spread(result: OutputResult, tol: Tolerance, spread: float) -> None:

@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from coreml_diarize import signals
 from coreml_diarize.specs import BuildContext
-
-from . import signals
 
 Arrays = dict[str, np.ndarray]
 Reference = Callable[[Arrays], Arrays]

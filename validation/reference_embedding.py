@@ -12,7 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from . import signals
+from coreml_diarize import signals
 
 
 def embedding_reference(ctx) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -66,3 +66,21 @@ def embedding_inputs(ctx) -> dict[str, dict[str, np.ndarray]]:
         name: {"waveform": np.tile(x[None, :], (batch, 1)), "mask": masks.copy()}
         for name, x in embedding_signals(geometry.samples).items()
     }
+
+
+def kaldi_fbank_float64(x: np.ndarray, opts) -> torch.Tensor:
+    """(mels, frames): torchaudio's own `kaldi.fbank` in float64 on `x * 2^15`, with pyannote's
+    WeSpeaker settings (`opts`: wrappers.fbank.KaldiFbankOptions) — the front end's reference."""
+    import torchaudio.compliance.kaldi as kaldi
+
+    waveform = torch.from_numpy(np.asarray(x)).double()[None] * opts.input_scale
+    return kaldi.fbank(
+        waveform,
+        num_mel_bins=opts.num_mel_bins,
+        frame_length=opts.frame_length_ms,
+        frame_shift=opts.frame_shift_ms,
+        dither=0.0,
+        sample_frequency=opts.sample_rate,
+        window_type="hamming",
+        use_energy=False,
+    ).T

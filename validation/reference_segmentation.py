@@ -7,7 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from . import signals
+from coreml_diarize import signals
 
 
 def segmentation_reference(ctx) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from coreml_diarize.errors import ArtifactError, DiarizeError
-from coreml_diarize.specs import ModelSpec, Options, Tolerance, get_spec
+from coreml_diarize.models import get_spec
+from coreml_diarize.specs import ModelSpec, Options, Tolerance
 
 from . import metrics
 from .judge import Judgement, judge
@@ -67,12 +68,13 @@ class ValidationReport(Judgement):
 def judgement_lines(judgement: Judgement, indent: str = "") -> list[str]:
     """The judgement as table rows, one per (input, output), then a line per failure."""
     lines = [
-        f"{'input':14} {'output':16} {'max_abs':>10} {'psnr':>7} {'cos_min':>8} {'argmax':>7} {'rel':>8}  ok"
+        f"{'input':14} {'output':16} {'max_abs':>10} {'prob_abs':>9} {'psnr':>7} {'cos_min':>8} {'argmax':>7} {'rel':>8}  ok"
     ]
     for case in judgement.cases:
         for o in case.outputs:
             lines.append(
-                f"{case.input:14} {o.output:16} {o.max_abs:10.3g} {fmt(o.psnr, '7.1f')} "
+                f"{case.input:14} {o.output:16} {o.max_abs:10.3g} {fmt(o.prob_max_abs, '9.3g')} "
+                f"{fmt(o.psnr, '7.1f')} "
                 f"{fmt(o.cosine_min, '8.5f')} {fmt(o.argmax_agreement_confident, '7.4f')} "
                 f"{fmt(o.relative_to_spread, '8.2g')}  {'ok' if o.passed else 'FAIL'}"
             )
@@ -141,7 +143,7 @@ def options_from_metadata(meta: dict[str, str]) -> Options:
 
 def context_for_package(path: Path, *, source: str | None = None, trust_checkpoint: bool = False):
     """(spec, ctx, metadata) rebuilt from the package's own record, or `source` if given."""
-    from coreml_diarize.build import make_context
+    from coreml_diarize.context import make_context
 
     meta = package_metadata(path)
     if "model" not in meta:

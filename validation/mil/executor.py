@@ -23,7 +23,7 @@ import numpy as np
 
 from coreml_diarize.errors import ArtifactError, DiarizeError, UnsupportedOpError
 
-from .loader import BlockSpec, MILProgram, Node, TensorSpec, load_program
+from .loader import BlockSpec, MILProgram, Node, ValueType, read_mil_program
 from .opcall import OpCall, OpFn, cast_array
 from .ops_compress import COMPRESS_OPS
 from .ops_conv import CONV_OPS
@@ -59,7 +59,7 @@ def _walk(block: BlockSpec) -> Iterator[Node]:
             yield from _walk(inner)
 
 
-def _check_shape(path: Path, node: Node, name: str, spec: TensorSpec, value: np.ndarray) -> None:
+def _check_shape(path: Path, node: Node, name: str, spec: ValueType, value: np.ndarray) -> None:
     if spec.shape is None:
         return
     ok = len(spec.shape) == value.ndim and all(
@@ -101,7 +101,7 @@ class MILExecutor:
     @classmethod
     def from_path(cls, path: str | Path, *, ops: Mapping[str, OpFn] | None = None) -> MILExecutor:
         """Load an .mlpackage from disk (never from converter state)."""
-        return cls(load_program(path), ops=ops)
+        return cls(read_mil_program(path), ops=ops)
 
     # -- load time ---------------------------------------------------------------------
     def _fold_constants(self) -> None:
@@ -213,7 +213,7 @@ class MILExecutor:
         return Counter(node.op_type for node in _walk(self.program.main))
 
 
-def _as_dtype(arr: np.ndarray, spec: TensorSpec) -> np.ndarray:
+def _as_dtype(arr: np.ndarray, spec: ValueType) -> np.ndarray:
     target = spec.np_dtype
     if target is None or arr.dtype == target:
         return arr

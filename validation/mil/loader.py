@@ -57,7 +57,7 @@ _BLOB_METADATA = struct.Struct("<IIQQ")  # sentinel, mil dtype, size in bytes, d
 
 
 @dataclass(frozen=True)
-class TensorSpec:
+class ValueType:
     """Declared type of a MIL value. `shape` is None for unknown rank; a dim is None when
     it is flexible (unknown) in the program."""
 
@@ -89,7 +89,7 @@ class Node:
     op_type: str
     name: str
     inputs: dict[str, list[Binding]]
-    outputs: list[tuple[str, TensorSpec]]
+    outputs: list[tuple[str, ValueType]]
     attributes: dict[str, Any]
     blocks: list[BlockSpec] = field(default_factory=list)
 
@@ -100,7 +100,7 @@ class Node:
 
 @dataclass
 class BlockSpec:
-    inputs: list[tuple[str, TensorSpec]]
+    inputs: list[tuple[str, ValueType]]
     nodes: list[Node]
     outputs: list[str]
 
@@ -121,7 +121,7 @@ class MILProgram:
     spec_version: int
     opset: str
     function: str
-    inputs: list[tuple[str, TensorSpec]]
+    inputs: list[tuple[str, ValueType]]
     main: BlockSpec
     described_inputs: list[FeatureSpec]
     described_outputs: list[FeatureSpec]
@@ -167,20 +167,20 @@ def locate_model(path: str | Path) -> tuple[Path, Path]:
     return model_file, model_file.parent
 
 
-def _tensor_spec(value_type: Any) -> TensorSpec:
+def _tensor_spec(value_type: Any) -> ValueType:
     which = value_type.WhichOneof("type")
     if which != "tensorType":
         # Lists/tuples/dicts/states never appear in the programs we convert.
-        return TensorSpec(dtype=str(which), shape=None)
+        return ValueType(dtype=str(which), shape=None)
     tt = value_type.tensorType
     dtype_name = _enum_name(tt.dataType)
     short = _DTYPES.get(dtype_name, (dtype_name.lower(), None, 0))[0]
     if tt.rank < 0:
-        return TensorSpec(short, None)
+        return ValueType(short, None)
     dims: list[int | None] = []
     for d in tt.dimensions:
         dims.append(d.constant.size if d.WhichOneof("dimension") == "constant" else None)
-    return TensorSpec(short, tuple(dims))
+    return ValueType(short, tuple(dims))
 
 
 def _enum_name(value: int) -> str:
@@ -204,7 +204,7 @@ class _BlobFile:
         if len(self.data) < _BLOB_HEADER:
             raise _fail(pkg, f"weight file {file.name} is truncated ({len(self.data)} bytes)")
 
-    def read(self, offset: int, spec: TensorSpec) -> tuple[np.ndarray, BlobRange]:
+    def read(self, offset: int, spec: ValueType) -> tuple[np.ndarray, BlobRange]:
         end_meta = offset + _BLOB_METADATA.size
         if offset < _BLOB_HEADER or end_meta > len(self.data):
             raise _fail(
@@ -237,7 +237,7 @@ def _bits(dtype: str) -> int:
     return 0
 
 
-def _decode_bytes(raw: np.ndarray, spec: TensorSpec, count: int, pkg: Path) -> np.ndarray:
+def _decode_bytes(raw: np.ndarray, spec: ValueType, count: int, pkg: Path) -> np.ndarray:
     """Turn packed bytes into a flat array of `count` elements of the declared dtype."""
     np_dtype = spec.np_dtype
     bits = _bits(spec.dtype)
@@ -301,7 +301,7 @@ class _ValueReader:
             raise _fail(self.pkg, f"immediate value of kind {kind!r} is not supported")
         return self._tensor(imm.tensor, spec), None
 
-    def _tensor(self, tv: Any, spec: TensorSpec) -> Any:
+    def _tensor(self, tv: Any, spec: ValueType) -> Any:
         kind = tv.WhichOneof("value")
         shape = spec.shape or ()
         if spec.dtype == "string":
@@ -382,7 +382,7 @@ def _features(features: Any) -> list[FeatureSpec]:
     return out
 
 
-def load_program(path: str | Path) -> MILProgram:
+def read_mil_program(path: str | Path) -> MILProgram:
     """Parse an .mlpackage (or .mlmodel) into a `MILProgram`, reading every weight blob."""
     from coremltools.proto import Model_pb2
     from google.protobuf.message import DecodeError

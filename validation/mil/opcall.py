@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .loader import Node, TensorSpec
+from .loader import Node, ValueType
 
 # Strings in MIL are scalars; everything else is a numpy array (0-d for scalars).
 Value = Any
@@ -89,7 +89,7 @@ class OpCall:
         return self.cache[ck]
 
     # -- outputs ------------------------------------------------------------------------
-    def out_spec(self, i: int = 0) -> TensorSpec:
+    def out_spec(self, i: int = 0) -> ValueType:
         return self.node.outputs[i][1]
 
     def out_dtype(self, i: int = 0) -> Any:

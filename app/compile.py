@@ -12,8 +12,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import ArtifactError, DiarizeError
-from .mlpackage import tree_hash
+from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.mlpackage import tree_hash
 
 NOT_COMPILED = "not compiled (xcrun not available)"
 NOTICE = (
@@ -36,7 +36,7 @@ def compile_package(package: Path, out_dir: Path, *, xcrun: str | None = None) -
     """`xcrun coremlcompiler compile <package> <tmp>` -> `out_dir/<stem>.mlmodelc`, atomically:
     compiled in a temp dir beside the target and renamed into place only when complete, so a
     failure leaves nothing behind (and an existing .mlmodelc untouched)."""
-    from .atomic import _replace
+    from coreml_diarize.atomic import _replace
 
     package, out_dir = Path(package), Path(out_dir)
     xcrun = xcrun or find_xcrun()

@@ -20,7 +20,6 @@ pipeline produces. So a difference between the two pipelines comes from the netw
 from __future__ import annotations
 
 import math
-import platform
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -29,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, AudioError, DiarizeError
-from .sources import quiet_pyannote
+from coreml_diarize.errors import ArtifactError, AudioError, DiarizeError
+from coreml_diarize.sources import quiet_pyannote
 
 # pyannote 3.1's tuned hyper-parameters for the agglomerative (centroid) clustering the offline
 # pipeline can use without PLDA files; both pipelines of a comparison get exactly these.
@@ -39,49 +38,28 @@ DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": 0.7},
 }
 CLUSTERING = "AgglomerativeClustering"
-# the models whose weights can be compressed: a --variant picks <stem>_<variant>.mlpackage
-VARIANT_KEYS = ("segmentation", "embedding")
 PROGRESS_EVERY = 10  # windows between progress lines
 
 
 # --- packages ------------------------------------------------------------------------------
 
 
-class PackageRunner:
-    """One loaded package, kept for every window (loading is the slow part of a prediction).
-
-    Accumulates its own prediction time so the chain can report where time goes.
-    """
+class TimedRunner:
+    """The validation backend's runner for one package (loaded once, kept for every window),
+    timed: the chain reports where its time goes."""
 
     def __init__(self, path: Path, backend: str) -> None:
-        from .validation.backends import resolve_backend
+        from coreml_diarize.validation.backends import open_package
 
         self.path = Path(path)
-        self.backend = resolve_backend(backend)
+        self._runner = open_package(self.path, backend=backend)
+        self.backend = self._runner.backend
         self.seconds = 0.0
         self.calls = 0
-        if self.backend == "coreml":
-            if platform.system() != "Darwin":
-                raise DiarizeError(
-                    "Core ML prediction needs macOS; use --backend mil to run the reference executor"
-                )
-            import coremltools as ct
-
-            try:
-                model = ct.models.MLModel(str(self.path))
-            except Exception as exc:  # coremltools raises bare Exceptions for bad packages
-                raise ArtifactError(
-                    f"{self.path}: Core ML cannot load the package ({exc})"
-                ) from exc
-            self._predict: Callable[[Mapping[str, np.ndarray]], Mapping[str, Any]] = model.predict
-        else:
-            from .validation.mil import MILExecutor
-
-            self._predict = MILExecutor.from_path(self.path).predict
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         start = time.perf_counter()
-        out = self._predict(
+        out = self._runner.predict(
             {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
         )
         self.seconds += time.perf_counter() - start
@@ -100,10 +78,13 @@ class ChainPaths:
         return self.paths[key]
 
 
-def find_packages(models_dir: Path | str, variant: str | None = None) -> ChainPaths:
-    """The five packages in `models_dir`; `variant` (e.g. palettize8) picks
-    `<stem>_<variant>.mlpackage` for the weighted models when present, else the plain one."""
-    from .specs import registry
+def find_packages(
+    models_dir: Path | str, variant: str | None = None, *, chain: str = "online"
+) -> ChainPaths:
+    """The packages of `chain` (the registry's models whose `chains` name it) in `models_dir`;
+    `variant` (e.g. palettize8) picks `<stem>_<variant>.mlpackage` for the models that have
+    device variants when present, else the plain one."""
+    from coreml_diarize.models import registry
 
     models_dir = Path(models_dir)
     if not models_dir.is_dir():
@@ -111,9 +92,11 @@ def find_packages(models_dir: Path | str, variant: str | None = None) -> ChainPa
     paths: dict[str, Path] = {}
     missing: list[str] = []
     for key, spec in registry().items():
+        if chain not in spec.chains:
+            continue
         plain = models_dir / f"{spec.filename}.mlpackage"
         chosen = plain
-        if variant and key in VARIANT_KEYS:
+        if variant and spec.device_variants:
             compressed = models_dir / f"{spec.filename}_{variant}.mlpackage"
             if compressed.is_dir():
                 chosen = compressed
@@ -131,11 +114,11 @@ class ChainModels:
 
     paths: ChainPaths
     backend: str
-    runners: dict[str, PackageRunner]
+    runners: dict[str, TimedRunner]
 
     @classmethod
     def load(cls, paths: ChainPaths, backend: str = "auto") -> ChainModels:
-        runners = {key: PackageRunner(path, backend) for key, path in paths.paths.items()}
+        runners = {key: TimedRunner(path, backend) for key, path in paths.paths.items()}
         used = next(iter(runners.values())).backend
         return cls(paths, used, runners)
 
@@ -269,7 +252,7 @@ def converted_pipeline(
     and audio settings (window timing, frame resolution): untrained architectures serve, their
     weights are never used.
     """
-    from .sources import build_architecture
+    from coreml_diarize.sources import build_architecture
 
     seg_arch = build_architecture("segmentation")
     emb_arch = build_architecture("embedding")
@@ -407,7 +390,7 @@ def diarize_file(
     progress_every: int = PROGRESS_EVERY,
 ) -> DiarizationResult:
     """Read `audio_path` (any rate / channels: resampled, downmixed) and diarize it."""
-    from .audio import read_audio
+    from coreml_diarize.audio import read_audio
 
     paths = find_packages(models_dir, variant)  # fail on a bad models dir before reading audio
     loaded = read_audio(audio_path)
@@ -428,7 +411,7 @@ def diarize_file(
 
 def write_rttm(annotation, path: Path | str) -> Path:
     """RTTM through pyannote.core's own writer, written atomically."""
-    from .atomic import atomic_path
+    from coreml_diarize.atomic import atomic_path
 
     path = Path(path)
     with atomic_path(path) as tmp, open(tmp, "w") as handle:

@@ -5,18 +5,21 @@ User mistakes end in one line on stderr and a non-zero exit (`--debug` shows the
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
 
 import click
 
-from .errors import DiarizeError
+from coreml_diarize.converters.convert import PRECISIONS
+from coreml_diarize.errors import DiarizeError
+from coreml_diarize.validation.backends import BACKENDS, COMPUTE_UNITS
 
 # options several commands share, declared once
 backend_option = click.option(
     "--backend",
-    type=click.Choice(["auto", "coreml", "mil"]),
+    type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
     help="auto: Core ML on macOS, the MIL reference executor elsewhere.",
@@ -38,7 +41,7 @@ json_option = click.option(
 
 def write_json(path: Path, payload) -> None:
     """JSON reports are artifacts too: written atomically."""
-    from .atomic import atomic_path
+    from coreml_diarize.atomic import atomic_path
 
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
@@ -59,9 +62,6 @@ def chain_options(f):
         required=True,
         help="Directory holding the five .mlpackages.",
     )(f)
-
-
-MODEL_KEYS = ("segmentation", "postprocessor", "preprocessor", "embedding", "post-embedding")
 
 
 class DiarizeGroup(click.Group):
@@ -105,41 +105,48 @@ def main(ctx: click.Context, debug: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["debug"] = debug
     if not debug:
-        quiet_libraries()
+        # coremltools' import-time warnings, silenced for this command only: the filters are
+        # restored when the command's context closes (no process-wide state left behind)
+        from coreml_diarize.mlpackage import quiet_warnings
+
+        ctx.with_resource(quiet_warnings())
 
 
-def quiet_libraries() -> None:
-    """coremltools logs a page of import-time warnings on Linux (no libcoremlpython, untested
-    torch, scikit-learn): a CLI's output should show only what the user asked for."""
-    import logging
-    import warnings
+def _weight_families() -> list[str]:
+    """The registry's weight families, in pipeline order (each gets a --<family>-source)."""
+    from coreml_diarize.models import registry
 
-    logging.getLogger("coremltools").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
+    return list(dict.fromkeys(s.weights.name for s in registry().values() if s.weights))
 
 
 def _source_options(f):
-    f = click.option(
+    """--source, one --<family>-source per weight family of the registry, --trust-checkpoint
+    and --hf-cache; the command receives `sources`: family -> source (default --source)."""
+    families = _weight_families()
+
+    @functools.wraps(f)
+    def with_sources(*args, source: str, **kwargs):
+        sources = {family: kwargs.pop(f"{family}_source") or source for family in families}
+        return f(*args, sources=sources, **kwargs)
+
+    for family in reversed(families):
+        with_sources = click.option(
+            f"--{family}-source", default=None, help=f"Override --source for the {family} weights."
+        )(with_sources)
+    with_sources = click.option(
         "--source",
         default="random",
         show_default=True,
         help="Weights: random[:SEED] (calibrated, untrained), hf:OWNER/REPO[@REV], or a checkpoint path.",
-    )(f)
-    f = click.option(
-        "--segmentation-source", default=None, help="Override --source for the segmentation model."
-    )(f)
-    f = click.option(
-        "--embedding-source", default=None, help="Override --source for the embedding model."
-    )(f)
-    f = trust_option(f)
-    f = click.option(
+    )(with_sources)
+    with_sources = trust_option(with_sources)
+    return click.option(
         "--hf-cache", type=click.Path(path_type=Path), default=None, help="Hugging Face cache dir."
-    )(f)
-    return f
+    )(with_sources)
 
 
 def _options(**kw):
-    from .specs import Options
+    from coreml_diarize.specs import Options
 
     return Options(**{k: v for k, v in kw.items() if v is not None})
 
@@ -152,7 +159,7 @@ def _options(**kw):
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "fp16-selective"]),
+    type=click.Choice(PRECISIONS),
     default="fp32",
     show_default=True,
 )
@@ -182,9 +189,7 @@ def _options(**kw):
 )
 def convert(
     models: tuple[str, ...],
-    source: str,
-    segmentation_source: str | None,
-    embedding_source: str | None,
+    sources: dict[str, str],
     trust_checkpoint: bool,
     hf_cache: Path | None,
     out_dir: Path,
@@ -195,13 +200,13 @@ def convert(
     no_clean_fallback: bool,
     flexible_batch: bool,
 ) -> None:
-    """Convert MODELS (segmentation, embedding, postprocessor, preprocessor, post-embedding, all)."""
-    from .atomic import ensure_writable_dir
-    from .build import make_context
-    from .converters.convert import convert_model
-    from .specs import get_spec
+    """Convert MODELS (the registry's keys, or all)."""
+    from coreml_diarize.atomic import ensure_writable_dir
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import get_spec, registry
 
-    keys = MODEL_KEYS if "all" in models else models
+    keys = tuple(registry()) if "all" in models else models
     specs = [get_spec(k) for k in keys]  # unknown names fail before any work
     options = _options(
         precision=precision,
@@ -212,14 +217,10 @@ def convert(
         flexible_batch=flexible_batch or None,
     )
     ensure_writable_dir(out_dir)
-    sources = {
-        "segmentation": segmentation_source or source,
-        "embedding": embedding_source or source,
-    }
     for spec in specs:
         ctx = make_context(
             spec,
-            source=sources.get(spec.weights or "", source),
+            source=sources[spec.weights.name] if spec.weights else "random",
             options=options,
             trust_checkpoint=trust_checkpoint,
             cache_dir=hf_cache,
@@ -248,9 +249,7 @@ def convert(
 @click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
 def build(
-    source: str,
-    segmentation_source: str | None,
-    embedding_source: str | None,
+    sources: dict[str, str],
     trust_checkpoint: bool,
     hf_cache: Path | None,
     out_dir: Path,
@@ -261,18 +260,16 @@ def build(
     """Convert every model, quantize, validate every package, bundle (what `make models` runs)."""
     import time
 
-    from .atomic import ensure_writable_dir
+    from coreml_diarize.atomic import ensure_writable_dir
+    from coreml_diarize.mlpackage import package_size
+
     from .build import build_all
-    from .mlpackage import package_size
 
     start = time.perf_counter()
     ensure_writable_dir(out_dir)
     summary = build_all(
         out_dir,
-        sources={
-            "segmentation": segmentation_source or source,
-            "embedding": embedding_source or source,
-        },
+        sources=sources,
         quantize=not no_quantize,
         backend=backend,
         allow_untrained=allow_untrained,
@@ -290,7 +287,7 @@ def build(
 
 def _packages(paths: tuple[Path, ...]) -> list[Path]:
     """mlpackages named directly, or found inside build directories / bundles."""
-    from .errors import ArtifactError
+    from coreml_diarize.errors import ArtifactError
 
     found: list[Path] = []
     for path in paths:
@@ -307,8 +304,8 @@ def _packages(paths: tuple[Path, ...]) -> list[Path]:
 
 def _user_audio(files: tuple[Path, ...], chunk: int) -> dict:
     """--audio files as 10 s chunks (resampled/downmixed with a notice, short ones padded)."""
-    from .audio import chunks, read_audio
-    from .errors import AudioError
+    from coreml_diarize.audio import chunks, read_audio
+    from coreml_diarize.errors import AudioError
 
     out = {}
     for file in files:
@@ -333,7 +330,7 @@ def _user_audio(files: tuple[Path, ...], chunk: int) -> dict:
 @backend_option
 @click.option(
     "--compute-units",
-    type=click.Choice(["all", "cpu_only", "cpu_and_gpu", "cpu_and_ne"]),
+    type=click.Choice(COMPUTE_UNITS),
     default="all",
     show_default=True,
 )
@@ -365,9 +362,10 @@ def validate(
     quiet: bool,
 ) -> None:
     """Run saved packages against their PyTorch references; exit 6 if any output fails."""
+    from coreml_diarize.errors import ValidationFailed
+    from coreml_diarize.validation.report import validate_package
+
     from .bundle import save_report
-    from .errors import ValidationFailed
-    from .validation.report import validate_package
 
     packages = _packages(paths)
     for name, value in (("--max-abs", max_abs), ("--min-cosine", min_cosine)):
@@ -446,8 +444,9 @@ def package(
 @backend_option
 def verify(bundle: Path, run_golden: bool, backend: str) -> None:
     """Re-check every file hash of a bundle directory or zip against its manifest."""
+    from coreml_diarize.errors import ArtifactError, ValidationFailed
+
     from .bundle import verify_bundle
-    from .errors import ArtifactError, ValidationFailed
 
     problems = verify_bundle(bundle)
     for problem in problems:
@@ -521,7 +520,7 @@ def publish(
 )
 def inspect(package: Path, as_json: bool, ane: bool) -> None:
     """Show an mlpackage's I/O, metadata, op histogram and size."""
-    from .mlpackage import inspect_package
+    from coreml_diarize.mlpackage import inspect_package
 
     if ane:
         _inspect_ane(package, as_json)
@@ -545,7 +544,7 @@ def inspect(package: Path, as_json: bool, ane: bool) -> None:
 
 def _inspect_ane(package: Path, as_json: bool) -> None:
     """`inspect --ane`: the static Neural Engine readiness report (docs/ane.md)."""
-    from .validation.ane import ane_report
+    from coreml_diarize.validation.ane import ane_report
 
     report = ane_report(package)
     if as_json:
@@ -629,10 +628,10 @@ def quantize(
     **settings,
 ) -> None:
     """Quantize a saved MODEL.mlpackage into a new package (the input is never modified)."""
-    from .errors import ValidationFailed
-    from .quantize import QuantizeConfig, load_recipe_file, quantize_package
-    from .validation.backends import resolve_backend
-    from .validation.quantize_report import quantize_report
+    from coreml_diarize.errors import ValidationFailed
+    from coreml_diarize.quantize import QuantizeConfig, load_recipe_file, quantize_package
+    from coreml_diarize.validation.backends import resolve_backend
+    from coreml_diarize.validation.quantize_report import quantize_report
 
     recipe = load_recipe_file(config_file) if config_file else {}
     recipe.update({k: v for k, v in settings.items() if v is not None})
@@ -680,7 +679,7 @@ def diarize(
     quiet: bool,
 ) -> None:
     """Diarize AUDIO with the converted models (pyannote's pipeline logic around them)."""
-    from .diarize import diarize_file, write_rttm
+    from coreml_diarize.diarization.diarize import diarize_file, write_rttm
 
     if every < 1:
         raise DiarizeError("--every must be >= 1")
@@ -724,7 +723,7 @@ def compare(
     quiet: bool,
 ) -> None:
     """pyannote's pipeline in PyTorch vs the converted chain on AUDIO: DER/JER and RTF."""
-    from .compare import compare_file
+    from coreml_diarize.diarization.compare import compare_file
 
     result = compare_file(
         audio,

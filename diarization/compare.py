@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from coreml_diarize.errors import ArtifactError
+
 from .diarize import (
     ChainModels,
     DiarizationResult,
@@ -29,7 +31,6 @@ from .diarize import (
     read_rttm,
     run_pipeline,
 )
-from .errors import ArtifactError, DiarizeError
 
 
 @dataclass
@@ -67,24 +68,20 @@ class TorchModels:
 
 def torch_models_for(chain_paths, *, trust_checkpoint: bool = False) -> TorchModels:
     """Rebuild the segmentation / embedding weights from the packages' provenance records."""
-    from .sources import load_weights
-    from .validation.report import package_metadata, source_from_metadata
+    from coreml_diarize.context import check_same_weights
+    from coreml_diarize.record import PackageRecord
+    from coreml_diarize.sources import load_weights
 
     models: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for key in ("segmentation", "embedding"):
         path = chain_paths[key]
-        meta = package_metadata(path)
-        source = source_from_metadata(meta)
+        record = PackageRecord.from_package(path)
+        source = record.source_text()
         if source is None:
             raise ArtifactError(f"{path.name} records no weight source: cannot rebuild its weights")
         loaded = load_weights(key, source, trust_checkpoint=trust_checkpoint)
-        recorded = meta.get("source.sha256", "")
-        actual = loaded.provenance.sha256
-        if actual and recorded and actual != recorded:
-            raise DiarizeError(
-                f"weights at {source} differ from those {path.name} was built from (SHA-256 mismatch)"
-            )
+        check_same_weights(record, loaded, where=source, name=path.name)
         models[key], sources[key] = loaded.model, source
     return TorchModels(models["segmentation"], models["embedding"], sources)
 
@@ -195,7 +192,7 @@ def compare_file(
     trust_checkpoint: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ComparisonResult:
-    from .audio import read_audio
+    from coreml_diarize.audio import read_audio
 
     paths = find_packages(models_dir, variant)
     uri = Path(audio_path).stem

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.mlpackage import file_sha256
+
 from .bundle import MANIFEST, safe_extract, verify_bundle
-from .errors import ArtifactError, DiarizeError
-from .mlpackage import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover
     from huggingface_hub import HfApi
@@ -288,7 +289,7 @@ def _license_of(package: Path, entry: dict) -> str:
     if entry.get("license"):
         return str(entry["license"])
     try:
-        from .mlpackage import load_mlmodel
+        from coreml_diarize.mlpackage import load_mlmodel
 
         note = load_mlmodel(package).get_spec().description.metadata.license
         if note:
@@ -296,7 +297,7 @@ def _license_of(package: Path, entry: dict) -> str:
     except DiarizeError:
         pass
     try:
-        from .specs import get_spec
+        from coreml_diarize.models import get_spec
 
         return get_spec(entry["model"]).license_note or "unknown"
     except DiarizeError:
@@ -409,16 +410,24 @@ def model_card(
     repo_id: str | None = None,
 ) -> str:
     """The repo's README.md: Hub metadata (YAML front matter) + what a user needs to trust it."""
-    compiled = compiled or []
-    untrained = is_untrained(manifest)
     toolkit = manifest.get("toolkit") or {}
     version = toolkit.get("version") or "unknown"
     revision = toolkit.get("git_revision") or "unknown"
-    repo = repo_id or "OWNER/NAME"
     front = yaml.safe_dump(
         _front_matter(manifest, licenses), sort_keys=False, allow_unicode=True, width=1000
     )
-    out = ["---", front.rstrip("\n"), "---", "", "# pyannote speaker diarization for Core ML", ""]
+    out = ["---", front.rstrip("\n"), "---", ""]
+    out += _card_intro(manifest, version, revision)
+    out += _card_files(manifest, files, compiled or [])
+    out += _card_validation(manifest)
+    out += _card_provenance(manifest, version, revision)
+    out += _card_licenses(licenses)
+    out += _card_verify(files, repo_id or "OWNER/NAME")
+    return "\n".join(out)
+
+
+def _card_intro(manifest: dict, version: str, revision: str) -> list[str]:
+    out = ["# pyannote speaker diarization for Core ML", ""]
     out += [
         "pyannote.audio's speaker-diarization models converted to Core ML by "
         f"coreml-diarize {version} (git `{revision}`), for on-device "
@@ -427,13 +436,18 @@ def model_card(
         "provenance and the validation results.",
         "",
     ]
-    if untrained:
+    if is_untrained(manifest):
         out += [
             "> **UNTRAINED WEIGHTS.** These packages hold seeded random (calibrated) weights, not "
             "pyannote's trained checkpoints: they exercise the conversion and the Swift loading "
             "path, and produce no meaningful diarization. For testing only.",
             "",
         ]
+    return out
+
+
+def _card_files(manifest: dict, files: list[PlannedFile], compiled: list[str]) -> list[str]:
+    out: list[str] = []
     sizes_by_top: dict[str, int] = {}
     for f in files:
         top = f.path_in_repo.split("/")[0]
@@ -473,6 +487,12 @@ def model_card(
         "`wespeaker_v2_palettize8.mlpackage`), compiled `.mlmodelc` beside their package. "
         "The shapes of every input and output are in `manifest.json`.",
         "",
+    ]
+    return out
+
+
+def _card_validation(manifest: dict) -> list[str]:
+    out = [
         "## Validation",
         "",
         "Every package was run against an independent PyTorch reference on deterministic "
@@ -488,7 +508,12 @@ def model_card(
             f"| `{a['name']}` | {v.get('backend') or '—'} | {len(v.get('inputs') or [])} "
             f"| {_fmt_summary(v.get('summary'))} | {'passed' if v.get('passed') else 'NOT passed'} |"
         )
-    out += ["", "## Provenance", ""]
+    return out
+
+
+def _card_provenance(manifest: dict, version: str, revision: str) -> list[str]:
+    untrained = is_untrained(manifest)
+    out = ["", "## Provenance", ""]
     bases = _base_models(manifest)
     if bases:
         out.append("Converted from " + ", ".join(f"`{b}`" for b in bases) + " (revisions below).")
@@ -527,6 +552,12 @@ def model_card(
         )
         + ".",
         "",
+    ]
+    return out
+
+
+def _card_licenses(licenses: dict[str, str]) -> list[str]:
+    out = [
         "## Licenses",
         "",
         "Each package's license, as recorded in its Core ML metadata (the upstream model's):",
@@ -536,6 +567,11 @@ def model_card(
     ]
     for name, note in sorted(licenses.items()):
         out.append(f"| `{name}` | {note} |")
+    return out
+
+
+def _card_verify(files: list[PlannedFile], repo: str) -> list[str]:
+    out: list[str] = []
     manifest_sha = next((f.sha256 for f in files if f.path_in_repo == MANIFEST), None)
     out += [
         "",
@@ -558,7 +594,7 @@ def model_card(
             '`"files"` in `manifest.json`.',
             "",
         ]
-    return "\n".join(out)
+    return out
 
 
 def license_file(licenses: dict[str, str]) -> str:

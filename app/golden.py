@@ -28,13 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import ArtifactError, DiarizeError
-from .mlpackage import file_sha256, tree_hash
-from .specs import Tolerance, get_spec, intended_compute_units
+from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.mlpackage import file_sha256, tree_hash
+from coreml_diarize.models import get_spec
+from coreml_diarize.specs import Tolerance, intended_compute_units
 
 if TYPE_CHECKING:
-    from .specs import BuildContext, ModelSpec
-    from .validation.judge import OutputResult
+    from coreml_diarize.specs import BuildContext, ModelSpec
+    from coreml_diarize.validation.judge import OutputResult
 
 GOLDEN_DIR = "golden"
 HEADER = "golden.json"
@@ -250,8 +251,8 @@ def check_golden(
     of `validation.judge.judge_output`, the judge validation itself uses.
 
     `compute_units` (Core ML backend): default, the units the tolerance was recorded for."""
-    from .validation.backends import open_package
-    from .validation.judge import judge_output
+    from coreml_diarize.validation.backends import open_package
+    from coreml_diarize.validation.judge import judge_output
 
     golden = read_golden(golden_dir)
     runner = open_package(
@@ -354,7 +355,7 @@ class _Chain:
             return self.contexts[key]
         spec = get_spec(key)
         if spec.weights is None:  # auxiliary: geometry + default options, no weights
-            from .build import make_context
+            from coreml_diarize.context import make_context
 
             return make_context(spec)
         raise DiarizeError(
@@ -368,7 +369,7 @@ class _Chain:
 
     def step(self, key: str, offset: float) -> tuple[Arrays, Arrays]:
         """(inputs, reference outputs) of model `key` on the chunk at `offset` seconds."""
-        from .validation import signals
+        from coreml_diarize import signals
 
         if (key, offset) in self.cache:
             return self.cache[key, offset]
@@ -431,23 +432,19 @@ def golden_for_packages(
 
     The chain's upstream models use the weights of the bundle's own segmentation / embedding
     packages (the fp32 ones when there are several)."""
+    from coreml_diarize.context import context_for_package, options_for
+    from coreml_diarize.record import PackageRecord
+
     from .bundle import report_path
-    from .validation.report import package_metadata, recipe_of
 
     contexts = dict(contexts or {})
     rebuilt: dict[tuple, Any] = {}
     references: dict[tuple, Callable] = {}
 
-    def context(package: Path, meta: dict) -> BuildContext:
+    def context(package: Path, record: PackageRecord) -> BuildContext:
         if package.name in contexts:
             return contexts[package.name]
-        from .validation.report import (
-            context_for_package,
-            options_from_metadata,
-            source_from_metadata,
-        )
-
-        key = (meta["model"], source_from_metadata(meta), options_from_metadata(meta))
+        key = (record.model, record.source_text(), options_for(record))
         if key not in rebuilt:
             rebuilt[key] = context_for_package(package)[1]
         return rebuilt[key]
@@ -460,23 +457,21 @@ def golden_for_packages(
 
     infos = []
     for package in sorted(map(Path, packages), key=lambda p: p.name):
-        meta = package_metadata(package)
-        if "model" not in meta:
-            raise ArtifactError(f"{package.name} was not built by coreml-diarize")
-        infos.append((package, get_spec(meta["model"]), meta))
+        record = PackageRecord.from_package(package)
+        infos.append((package, get_spec(record.model), record))
     upstream: dict[str, BuildContext] = {}
     # fp32 packages first: the chain runs on the reference weights of the bundle's models
-    for package, spec, meta in sorted(infos, key=lambda i: (recipe_of(i[2]) != "fp32", i[0].name)):
-        upstream.setdefault(spec.key, context(package, meta))
+    for package, spec, record in sorted(infos, key=lambda i: (i[2].variant != "fp32", i[0].name)):
+        upstream.setdefault(spec.key, context(package, record))
     chain = _Chain(upstream, reference)
 
     out = []
-    for package, spec, meta in infos:
+    for package, spec, record in infos:
         progress(f"golden: {package.name}")
-        ctx = context(package, meta)
-        recipe = recipe_of(meta)
-        units = intended_compute_units(meta.get("precision", "fp32"))
-        trained = meta.get("source.trained", "true") != "false"
+        ctx = context(package, record)
+        recipe = record.variant
+        units = intended_compute_units(record.precision)
+        trained = record.trained is not False  # weightless models are judged as trained
         tolerances = dict(spec.tolerance_for(recipe, units, trained=trained))
         inputs, _ = chain.step(spec.key, GOLDEN_OFFSET_S)
         _check_shapes(spec, ctx, inputs)
@@ -518,7 +513,7 @@ def _fp32_floor(spec, ctx, tolerances, recipe: str, inputs: Arrays) -> dict[str,
     own measurement), for tolerances with fp32_floor_factor."""
     if recipe != "fp32":
         return {}
-    from .validation.report import _rounding_floor
+    from coreml_diarize.validation.report import _rounding_floor
 
     run = _rounding_floor(spec, ctx, tolerances)
     if run is None:

@@ -15,10 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .atomic import atomic_path
-from .errors import ArtifactError, DiarizeError
-from .mlpackage import check_package, inspect_package, tree_hash
-from .specs import intended_compute_units
+from coreml_diarize.atomic import atomic_path
+from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.mlpackage import check_package, inspect_package, tree_hash
+from coreml_diarize.record import PackageRecord
+from coreml_diarize.specs import intended_compute_units
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -65,25 +66,42 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
     if not report.get("passed"):
         raise DiarizeError(f"{package.name} failed validation; refusing to package it")
     info = inspect_package(package)
-    meta = {
-        k.removeprefix("coreml_diarize."): v
-        for k, v in info.metadata.items()
-        if k.startswith("coreml_diarize.")
-    }
-    if "model" not in meta:
-        raise ArtifactError(
-            f"{package.name} was not built by coreml-diarize (no provenance metadata)"
-        )
-    if meta.get("source.trained") == "false" and not allow_untrained:
+    record = PackageRecord.from_metadata(info.metadata, name=package.name)
+    if record.trained is False and not allow_untrained:
         raise DiarizeError(
-            f"{package.name} holds untrained ({meta.get('source.location')}) weights; "
+            f"{package.name} holds untrained ({record.source.get('location')}) weights; "
             "pass --allow-untrained to package it anyway"
         )
     return {
         "name": package.name,
-        "model": meta["model"],
-        "role": meta.get("role"),
+        **_record_fields(record),
         "description": info.description,
+        **_io_fields(info),
+        "size_bytes": info.size_bytes,
+        "tree_sha256": tree,
+        "files": files,
+        "validation": _validation_summary(report),
+    }
+
+
+def _record_fields(record: PackageRecord) -> dict:
+    """What the manifest says of a package, from its record."""
+    return {
+        "model": record.model,
+        "role": record.role,
+        "precision": record.precision,
+        "compression": record.compression,
+        "compute_units": intended_compute_units(record.precision),
+        "recipe": dict(record.recipe),
+        "thresholds": dict(record.thresholds),
+        "source": dict(record.source),
+        "toolkit": {"version": record.toolkit_version, "git_revision": record.git_revision},
+        "versions": dict(record.versions),
+    }
+
+
+def _io_fields(info) -> dict:
+    return {
         "inputs": [
             {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "flexible": t.flexible}
             for t in info.inputs
@@ -91,31 +109,16 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
         "outputs": [
             {"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in info.outputs
         ],
-        "precision": meta.get("precision"),
-        "compression": meta.get("compression"),
-        "compute_units": intended_compute_units(meta.get("precision", "fp32")),
-        "recipe": json.loads(meta.get("recipe", "{}")),
-        "thresholds": json.loads(meta.get("thresholds", "{}")),
-        "size_bytes": info.size_bytes,
-        "tree_sha256": tree,
-        "files": files,
-        "source": {
-            k.removeprefix("source."): v for k, v in meta.items() if k.startswith("source.")
-        },
-        "validation": {
-            "passed": True,
-            "backend": report.get("backend"),
-            "recipe": report.get("recipe"),
-            "inputs": sorted(c["input"] for c in report.get("cases", [])),
-            "summary": report.get("summary"),
-        },
-        "toolkit": {
-            "version": meta.get("toolkit.version"),
-            "git_revision": meta.get("toolkit.git_revision"),
-        },
-        "versions": {
-            k.removeprefix("versions."): v for k, v in meta.items() if k.startswith("versions.")
-        },
+    }
+
+
+def _validation_summary(report: dict) -> dict:
+    return {
+        "passed": True,
+        "backend": report.get("backend"),
+        "recipe": report.get("recipe"),
+        "inputs": sorted(c["input"] for c in report.get("cases", [])),
+        "summary": report.get("summary"),
     }
 
 

@@ -1,0 +1,145 @@
+"""`build`: every model, its device variants, validation of every package, the bundle."""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coreml_diarize.context import make_context
+from coreml_diarize.specs import Options
+
+
+@dataclass
+class BuildSummary:
+    packages: list[Path] = field(default_factory=list)
+    reports: dict[str, bool] = field(default_factory=dict)
+    bundle: Path | None = None
+    zip_path: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    """What `build_all` was asked for (one value for every stage)."""
+
+    sources: dict[str, str]  # weight family -> --source
+    options: Options | None = None
+    quantize: bool = True
+    backend: str = "auto"
+    allow_untrained: bool = False
+    trust_checkpoint: bool = False
+    cache_dir: Path | None = None
+
+
+def build_all(
+    out_dir: Path,
+    *,
+    sources: dict[str, str],
+    options: Options | None = None,
+    quantize: bool = True,
+    backend: str = "auto",
+    allow_untrained: bool = False,
+    trust_checkpoint: bool = False,
+    cache_dir: Path | None = None,
+    progress: Callable[[str], None] = lambda _: None,
+) -> BuildSummary:
+    """Every model → its device variants (fp16, 8-bit in fp16) → validation of every package
+    → golden I/O → bundle. Nothing is bundled unless every package passed."""
+    settings = BuildSettings(
+        sources, options, quantize, backend, allow_untrained, trust_checkpoint, cache_dir
+    )
+    summary = BuildSummary()
+    out_dir = Path(out_dir)
+    contexts = _convert_all(out_dir, settings, summary, progress)
+    _validate_all(settings, summary, contexts, progress)
+    _bundle(out_dir, settings, summary, contexts, progress)
+    return summary
+
+
+@contextlib.contextmanager
+def _timed(summary: BuildSummary, label: str) -> Iterator[None]:
+    """Record how long the block takes under `label` in the summary."""
+    start = time.perf_counter()
+    yield
+    summary.seconds[label] = time.perf_counter() - start
+
+
+def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, progress):
+    """Convert every registered model and make its device variants; returns package name ->
+    the context it was built from (validation and golden I/O reuse it: no second load)."""
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import registry
+    from coreml_diarize.quantize.apply import quantize_package
+    from coreml_diarize.quantize.recipes import QuantizeConfig
+
+    contexts = {}
+    for spec in registry().values():
+        with _timed(summary, f"convert {spec.key}"):
+            source = settings.sources.get(spec.weights.name, "random") if spec.weights else "random"
+            ctx = make_context(
+                spec,
+                source=source,
+                options=settings.options,
+                trust_checkpoint=settings.trust_checkpoint,
+                cache_dir=settings.cache_dir,
+            )
+            result = convert_model(spec, ctx, out_dir)
+        summary.packages.append(result.path)
+        contexts[result.path.name] = ctx
+        progress(
+            f"converted {result.path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)"
+        )
+        for recipe in spec.device_variants if settings.quantize else ():
+            config = QuantizeConfig.from_mapping(recipe)
+            with _timed(summary, f"{config.name} {spec.key}"):
+                # exclude unset: the quantizer leaves the spec's `uncompressed` constants alone
+                q = quantize_package(result.path, out_dir, config)
+            summary.packages.append(q.dst)
+            contexts[q.dst.name] = ctx
+            progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")
+    return contexts
+
+
+def _validate_all(settings: BuildSettings, summary: BuildSummary, contexts, progress) -> None:
+    """Validate every package, store each report beside it; raise if any failed."""
+    from coreml_diarize.errors import ValidationFailed
+    from coreml_diarize.validation.report import validate_package
+
+    from .bundle import save_report
+
+    failed = []
+    for package in summary.packages:
+        with _timed(summary, f"validate {package.name}"):
+            report = validate_package(package, backend=settings.backend, ctx=contexts[package.name])
+            save_report(package, report.to_dict())
+        summary.reports[package.name] = report.passed
+        progress(report.table())
+        if not report.passed:
+            failed.append(package.name)
+    if failed:
+        raise ValidationFailed(
+            "validation failed: " + ", ".join(failed) + " (nothing was packaged)"
+        )
+
+
+def _bundle(out_dir: Path, settings: BuildSettings, summary: BuildSummary, contexts, progress):
+    """Golden I/O (computed here, where every package's weights are still in memory), then
+    the bundle and its zip."""
+    from .bundle import make_bundle
+    from .golden import write_bundle_golden
+
+    with tempfile.TemporaryDirectory(prefix=".golden.", dir=out_dir) as staging:
+        with _timed(summary, "golden"):
+            golden = write_bundle_golden(summary.packages, Path(staging), contexts=contexts)
+        bundle = make_bundle(
+            summary.packages,
+            out_dir,
+            allow_untrained=settings.allow_untrained,
+            golden=golden,
+            notify=progress,
+        )
+    summary.bundle, summary.zip_path = bundle.directory, bundle.zip_path
