@@ -63,9 +63,6 @@ class Golden:
     inputs: Arrays
     outputs: Arrays
     tolerances: dict[str, Tolerance]  # per output
-    # per output: |wrapper fp32 - wrapper fp64| on this input (fp32 packages whose tolerance
-    # has fp32_floor_factor); max_abs may rise to factor x floor, as in validation
-    fp32_floor: dict[str, float] = field(default_factory=dict)
     # per output: how much the reference moves across the validation inputs (from the package's
     # validation report): the unit of max_relative_to_spread
     reference_spread: dict[str, float] = field(default_factory=dict)
@@ -109,8 +106,6 @@ def write_golden(directory: Path, golden: Golden) -> Path:
     for name, array in golden.outputs.items():
         entry = tensor("output", name, array)
         entry["tolerance"] = _tolerance_fields(golden.tolerances[name])
-        if name in golden.fp32_floor:
-            entry["fp32_floor"] = float(golden.fp32_floor[name])
         if name in golden.reference_spread:
             entry["reference_spread"] = float(golden.reference_spread[name])
         outputs.append(entry)
@@ -196,7 +191,6 @@ def read_golden(directory: Path) -> Golden:
             t["name"]: Tolerance(**{k: v for k, v in t["tolerance"].items() if k in known})
             for t in outs
         },
-        fp32_floor={t["name"]: t["fp32_floor"] for t in outs if "fp32_floor" in t},
         reference_spread={
             t["name"]: t["reference_spread"] for t in outs if "reference_spread" in t
         },
@@ -246,8 +240,8 @@ def check_golden(
 ) -> GoldenReport:
     """Run `package` on its golden input and compare every output with the recorded reference
     under the recorded tolerance: cosine for embeddings, argmax agreement on decisive frames for
-    segmentation log-probs, max abs (raised to factor x the recorded fp32 floor where the
-    tolerance says so) for the auxiliary models, error / recorded spread where set: the rules
+    segmentation log-probs (and their error in probability space), max abs for the auxiliary
+    models, error / recorded spread where set: the rules
     of `validation.judge.judge_output`, the judge validation itself uses.
 
     `compute_units` (Core ML backend): default, the units the tolerance was recorded for."""
@@ -267,7 +261,6 @@ def check_golden(
             got[name],
             golden.tolerances[name],
             golden.reference_spread.get(name, 0.0),
-            golden.fp32_floor.get(name),
         )
         for name, ref in golden.outputs.items()
         if name in got
@@ -487,7 +480,6 @@ def golden_for_packages(
                 inputs=inputs,
                 outputs=outputs,
                 tolerances=tolerances,
-                fp32_floor=_fp32_floor(spec, ctx, tolerances, recipe, inputs),
                 reference_spread=_recorded_spread(report_path(package)),
                 description=_DESCRIPTIONS[spec.key].format(
                     offset=GOLDEN_OFFSET_S, db=DATABASE_OFFSET_S
@@ -506,20 +498,6 @@ def _check_shapes(spec: ModelSpec, ctx: BuildContext, inputs: Arrays) -> None:
             raise DiarizeError(
                 f"golden input {t.name} of {spec.key} has shape {got}, the model takes {want}"
             )
-
-
-def _fp32_floor(spec, ctx, tolerances, recipe: str, inputs: Arrays) -> dict[str, float]:
-    """fp32 packages: how far fp32 rounding alone moves each output on this input (validation's
-    own measurement), for tolerances with fp32_floor_factor."""
-    if recipe != "fp32":
-        return {}
-    from coreml_diarize.validation.report import _rounding_floor
-
-    run = _rounding_floor(spec, ctx, tolerances)
-    if run is None:
-        return {}
-    floors = run(inputs)
-    return {k: float(v) for k, v in floors.items() if tolerances[k].fp32_floor_factor}
 
 
 def _recorded_spread(report: Path) -> dict[str, float]:

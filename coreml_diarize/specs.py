@@ -72,11 +72,6 @@ class Tolerance:
     # space. Unlike max_abs on log-probabilities it does not blow up on near-impossible
     # classes (-15 vs -14.99 is 3e-7 here), and it still sees any decision-relevant change.
     max_prob_abs: float | None = None
-    # fp32 packages: max_abs may rise to this factor x the float32 rounding floor, measured in
-    # the same run as |wrapper in fp32 - wrapper in fp64| on the same input. Some models
-    # (SincNet on spiky speech) amplify fp32 rounding beyond any fixed bound: no fp32
-    # implementation, torch included, can be closer than that floor.
-    fp32_floor_factor: float | None = None
 
 
 @dataclass(frozen=True)

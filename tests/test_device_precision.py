@@ -9,6 +9,7 @@ that the same program with the fbank in fp16 is caught by the same judge.
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,3 +107,37 @@ def test_palettize8_wespeaker_is_an_fp16_program_with_fp16_tables(
     report = validate_package(result.dst, backend="mil", ctx=emb_ctx)
     record_property("cosine_min", {c.input: c.outputs[0].cosine_min for c in report.cases})
     assert report.passed, report.table()
+
+
+# --- segmentation on trained weights (the synthetic-speech fixture, tests/fixtures) ----------
+
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "segmentation-synthetic"
+
+
+@pytest.fixture(scope="module")
+def fixture_seg(tmp_path_factory):
+    """(context, fp32 package) of the trained fixture, through the real checkpoint loader."""
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+
+    spec = get_spec("segmentation")
+    ctx = make_context(spec, source=str(FIXTURE))
+    assert ctx.weights.provenance.trained
+    return ctx, convert_model(spec, ctx, tmp_path_factory.mktemp("fixture")).path
+
+
+@pytest.mark.parametrize("recipe", [{"mode": "fp16"}, {"mode": "palettize", "nbits": 8}])
+def test_device_segmentation_on_trained_weights(fixture_seg, recipe, tmp_path, record_property):
+    """The trained bounds (decisive-frame argmax >= 99.5 %, mean error / spread <= 0.02) hold
+    for both device variants on every built-in signal (measured: 1.0000 and <= 0.0015)."""
+    ctx, package = fixture_seg
+    variant = quantize_package(package, tmp_path, QuantizeConfig.from_mapping(recipe))
+    report = validate_package(variant.dst, backend="mil", ctx=ctx)
+    (tolerance,) = get_spec("segmentation").tolerance_for(report.recipe).values()
+    assert (tolerance.min_argmax_agreement, tolerance.argmax_margin) == (0.995, 1.0)
+    assert tolerance.max_relative_to_spread == 0.02
+    assert report.trained == "true"
+    assert report.passed, report.table()
+    worst = {c.input: c.outputs[0].argmax_agreement_confident for c in report.cases}
+    record_property("decisive_argmax", worst)
+    assert set(worst) >= {"silence", "noise", "sine_sweep", "clipped", "speech_0s", "speech_15s"}

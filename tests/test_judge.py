@@ -63,24 +63,6 @@ def test_max_abs_within_and_beyond():
     assert j.cases[0].outputs[0].max_abs == pytest.approx(2e-3, rel=1e-3)
 
 
-def test_fp32_floor_raises_max_abs_by_its_factor():
-    tol = Tolerance(max_abs=1e-3, fp32_floor_factor=2.0)
-    out = _shifted(3e-3)
-    assert not _judge(tol, out).passed  # no floor measured: the fixed bound
-    floors = {case: {"y": 2e-3} for case in REFS}  # limit max(1e-3, 2 x 2e-3) = 4e-3
-    j = _judge(tol, out, floors=floors)
-    assert j.passed, j.all_failures()
-    assert j.cases[0].outputs[0].fp32_floor == 2e-3
-    low = {case: {"y": 1e-3} for case in REFS}  # limit 2e-3 < 3e-3
-    j = _judge(tol, out, floors=low)
-    assert not j.passed and "> 0.002" in j.all_failures()[0]
-    # without a factor a floor changes nothing
-    assert not _judge(Tolerance(max_abs=1e-3), out, floors=floors).passed
-
-
-# --- probabilities of log-probability outputs -------------------------------------------------
-
-
 def test_max_prob_abs_judges_log_probabilities_as_probabilities():
     # row 0: the likely class moves by 0.01 in log space (probability 0.5 -> 0.505);
     # row 1: a near-impossible class moves by 2 (log-probability -20 -> -18): huge in log

@@ -1,6 +1,7 @@
 """The validation bounds against a corpus: no false failures, and the faults they exist for fail.
 
-Sweep: fp32 segmentation packages of five seeded random weights, each run through the MIL
+Sweep: fp32 segmentation packages of five seeded random weights (and of the trained fixture
+tests/fixtures/segmentation-synthetic when its checkpoint is present), each run through the MIL
 executor on the built-in signals, pyannote's sample in sliding windows and a few synthetic
 espeak-ng conversations (>= 200 chunks in all), judged by the one judge with the spec's
 tolerances: every chunk must pass. benchmarks/bench_error_distribution.py measures the same
@@ -8,7 +9,8 @@ distributions (and fp16/8-bit ones) that docs/validation.md derives the bounds f
 
 Faults, each judged by `validate_package` as a user would see it (the reference rebuilt from
 the package's recorded provenance): 1% of an fp32 package's weights scaled by 1.01, and 4-bit
-and 1-bit look-up tables presented as 8-bit ones.
+and 1-bit look-up tables presented as 8-bit ones; on random:0 weights and on the trained
+fixture.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from coreml_diarize.models import get_spec
 
 SEEDS = (0, 1, 2, 3, 4)
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "segmentation-synthetic"
 SAMPLE_HOP_S = 0.5  # pyannote's 30 s sample: 41 windows of 10 s
 SYNTHETIC_PER_SEED = 3
 MIN_CHUNKS = 200
@@ -53,7 +56,7 @@ def _synthetic(seed: int) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
-    """seed -> the judgement of that seed's fp32 package on its corpus."""
+    """source -> the judgement of that source's fp32 package on its corpus."""
     import torch
 
     from coreml_diarize import signals
@@ -65,9 +68,12 @@ def sweep(tmp_path_factory):
     torch.set_num_threads(1)
     spec = get_spec("segmentation")
     shared = {**signals.standard_signals(), **_sample_windows()}
+    sources = [(f"random:{seed}", seed) for seed in SEEDS]
+    if (FIXTURE / "pytorch_model.bin").exists():
+        sources.append((str(FIXTURE), 5))
     out = {}
-    for seed in SEEDS:
-        ctx = make_context(spec, source=f"random:{seed}")
+    for source, seed in sources:
+        ctx = make_context(spec, source=source)
         package = convert_model(spec, ctx, tmp_path_factory.mktemp(f"sweep{seed}")).path
         executor = MILExecutor.from_path(package)
         reference = spec.build_reference(ctx)
@@ -76,7 +82,7 @@ def sweep(tmp_path_factory):
         refs = {name: reference(c) for name, c in cases.items()}
         outs = {name: executor.predict(c) for name, c in cases.items()}
         tolerances = spec.tolerance_for("fp32", trained=ctx.weights.provenance.trained)
-        out[seed] = judge(spec, tolerances, refs, outs)
+        out[source] = judge(spec, tolerances, refs, outs)
     return out
 
 
@@ -87,10 +93,10 @@ def test_sweep_covers_enough_chunks(sweep):
 
 
 def test_no_false_failures_on_the_corpus(sweep):
-    failures = [f"random:{seed} {f}" for seed, j in sweep.items() for f in j.failures]
+    failures = [f"{source} {f}" for source, j in sweep.items() for f in j.failures]
     failures += [
-        f"random:{seed} {case.input}: {f}"
-        for seed, j in sweep.items()
+        f"{source} {case.input}: {f}"
+        for source, j in sweep.items()
         for case in j.cases
         for o in case.outputs
         for f in o.failures
@@ -111,13 +117,13 @@ def test_probability_bound_keeps_its_margin(sweep):
 def _perturb_weights(package: Path, *, fraction: float, factor: float, seed: int = 0) -> int:
     """Scale a random `fraction` of every fp32 weight tensor's elements by `factor`, in the
     saved weight blob. Returns how many elements changed."""
-    from coreml_diarize.validation.mil import load_program
+    from coreml_diarize.validation.mil import read_mil_program
 
     blob = package / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
     data = bytearray(blob.read_bytes())
     rng = np.random.default_rng(seed)
     changed = 0
-    for where in load_program(package).blob_ranges.values():
+    for where in read_mil_program(package).blob_ranges.values():
         if where.dtype != "fp32":
             continue
         span = slice(where.offset, where.offset + where.nbytes)
@@ -147,19 +153,40 @@ def _present_as(package: Path, target: Path, *, nbits: int) -> Path:
     return save_mlmodel(mlmodel, target / package.name)
 
 
-def test_untouched_fp32_package_passes(seg_package):
+@pytest.fixture(scope="module")
+def trained_package(tmp_path_factory):
+    """The trained fixture's fp32 segmentation package (skipped while the fixture is absent)."""
+    if not (FIXTURE / "pytorch_model.bin").exists():
+        pytest.skip("the trained fixture tests/fixtures/segmentation-synthetic is not present")
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+
+    spec = get_spec("segmentation")
+    ctx = make_context(spec, source=str(FIXTURE))
+    return convert_model(spec, ctx, tmp_path_factory.mktemp("trained")).path
+
+
+@pytest.fixture(scope="module", params=["random:0", "trained"])
+def fp32_package(request):
+    """An fp32 segmentation package: seeded random weights, then the trained fixture."""
+    return request.getfixturevalue(
+        "seg_package" if request.param == "random:0" else "trained_package"
+    )
+
+
+def test_untouched_fp32_package_passes(fp32_package):
     from coreml_diarize.validation.report import validate_package
 
-    report = validate_package(seg_package, backend="mil")
+    report = validate_package(fp32_package, backend="mil")
     assert report.passed, report.table()
     assert report.summary()["segments"]["prob_max_abs"] > 0
 
 
-def test_one_percent_of_weights_scaled_by_1_01_fails(seg_package, tmp_path):
+def test_one_percent_of_weights_scaled_by_1_01_fails(fp32_package, tmp_path):
     from coreml_diarize.validation.report import validate_package
 
-    package = tmp_path / seg_package.name
-    shutil.copytree(seg_package, package)
+    package = tmp_path / fp32_package.name
+    shutil.copytree(fp32_package, package)
     changed = _perturb_weights(package, fraction=0.01, factor=1.01)
     assert changed > 1000
     report = validate_package(package, backend="mil")
@@ -168,8 +195,8 @@ def test_one_percent_of_weights_scaled_by_1_01_fails(seg_package, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def palettized(seg_package, tmp_path_factory):
-    """nbits -> a palettized package made from the session's fp32 segmentation package."""
+def palettized(fp32_package, tmp_path_factory):
+    """nbits -> a palettized package made from the fp32 package."""
     from coreml_diarize.quantize.apply import quantize_package
     from coreml_diarize.quantize.recipes import QuantizeConfig
 
@@ -177,7 +204,7 @@ def palettized(seg_package, tmp_path_factory):
     for nbits in (8, 4, 1):
         target = tmp_path_factory.mktemp(f"pal{nbits}")
         config = QuantizeConfig(mode="palettize", nbits=nbits)
-        out[nbits] = quantize_package(seg_package, target, config).dst
+        out[nbits] = quantize_package(fp32_package, target, config).dst
     return out
 
 

@@ -8,8 +8,7 @@ Rules (a `Tolerance` field that is unset is not checked):
 - `min_cosine`: the smallest cosine over rows of the last axis;
 - `min_argmax_agreement`: argmax agreement over the rows whose reference top-2 margin exceeds
   `argmax_margin` (decisive rows; near-ties are a coin toss for any precision);
-- `max_abs`: the largest absolute error; for fp32 packages (`floors` given) it may rise to
-  `fp32_floor_factor` x the float32 rounding floor measured on the same input;
+- `max_abs`: the largest absolute error;
 - `max_prob_abs`: for log-probability outputs, the largest |exp(got) - exp(ref)| (the error in
   probability space: near-impossible classes, where log-probabilities are ill-conditioned,
   weigh nothing, and every decision-relevant change still shows);
@@ -46,7 +45,6 @@ class OutputResult:
     argmax_agreement_confident: float | None = None
     relative_to_spread: float | None = None
     prob_max_abs: float | None = None  # max |exp(got) - exp(ref)|, log-probability outputs
-    fp32_floor: float | None = None  # |torch fp32 - torch fp64| on this input, when measured
     failures: list[str] = field(default_factory=list)
 
     @property
@@ -107,14 +105,10 @@ def judge(
     tolerances: Mapping[str, Tolerance],
     references: Mapping[str, Arrays],
     outputs: Mapping[str, Arrays],
-    *,
-    floors: Mapping[str, Mapping[str, float]] | None = None,
 ) -> Judgement:
     """Judge every case (input name) x every output the spec declares.
 
-    `references` and `outputs`: case -> output name -> array (the same cases in both);
-    `floors`: case -> output name -> float32 rounding floor, for fp32 packages only."""
-    floors = floors or {}
+    `references` and `outputs`: case -> output name -> array (the same cases in both)."""
     spreads, failures = reference_spreads(spec, tolerances, references)
     cases = []
     for name in references:
@@ -129,7 +123,6 @@ def judge(
                 outputs[name][t.name],
                 tolerances[t.name],
                 spreads[t.name],
-                floors.get(name, {}).get(t.name),
             )
             for t in spec.outputs
         ]
@@ -160,10 +153,9 @@ def judge_output(
     got: np.ndarray,
     tol: Tolerance,
     spread: float,
-    fp32_floor: float | None = None,
 ) -> OutputResult:
     """One output on one input against its tolerance (`spread`: the reference's, across
-    inputs; `fp32_floor`: the float32 rounding floor on this input, fp32 packages only)."""
+    inputs)."""
     ref = np.asarray(ref, dtype=np.float32)
     got = np.asarray(got, dtype=np.float32)
     if ref.shape != got.shape:
@@ -178,7 +170,7 @@ def judge_output(
     if tol.min_argmax_agreement is not None:
         _check_argmax(result, ref, got, tol)
     if tol.max_abs is not None:
-        _check_max_abs(result, tol, fp32_floor)
+        _check_max_abs(result, tol)
     if tol.max_prob_abs is not None:
         _check_prob_abs(result, ref, got, tol)
     if spread and math.isfinite(spread) and spread > 0:
@@ -210,13 +202,11 @@ def _check_argmax(result: OutputResult, ref: np.ndarray, got: np.ndarray, tol: T
         )
 
 
-def _check_max_abs(result: OutputResult, tol: Tolerance, fp32_floor: float | None) -> None:
-    limit = tol.max_abs
-    if fp32_floor is not None and tol.fp32_floor_factor:
-        result.fp32_floor = fp32_floor
-        limit = max(limit, tol.fp32_floor_factor * fp32_floor)
-    if result.max_abs > limit:
-        result.failures.append(f"{result.output}: max abs error {result.max_abs:.3g} > {limit:.3g}")
+def _check_max_abs(result: OutputResult, tol: Tolerance) -> None:
+    if result.max_abs > tol.max_abs:
+        result.failures.append(
+            f"{result.output}: max abs error {result.max_abs:.3g} > {tol.max_abs:.3g}"
+        )
 
 
 def _check_prob_abs(result: OutputResult, ref: np.ndarray, got: np.ndarray, tol: Tolerance) -> None:

@@ -23,7 +23,6 @@ from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.models import get_spec
 from coreml_diarize.specs import ModelSpec, Options, Tolerance
 
-from . import metrics
 from .judge import Judgement, judge
 
 
@@ -235,9 +234,8 @@ def evaluate_package(
     cases = spec.example_inputs(ctx)
     if audio:
         cases.update(audio_cases(spec, ctx, next(iter(cases.values())), audio))
-    rounding_floor = _rounding_floor(spec, ctx, tolerances) if recipe == "fp32" else None
-    refs, outs, floors = _run_cases(spec, ctx, runner, cases, rounding_floor, progress)
-    judgement = judge(spec, tolerances, refs, outs, floors=floors)
+    refs, outs = _run_cases(spec, ctx, runner, cases, progress)
+    judgement = judge(spec, tolerances, refs, outs)
     report = ValidationReport(
         **vars(judgement),
         package=str(path),
@@ -281,46 +279,16 @@ def judged_tolerances(
     return spec.tolerance_key(recipe, units), tolerances
 
 
-def _run_cases(spec: ModelSpec, ctx, runner, cases, rounding_floor, progress):
-    """The reference's and the package's outputs (and the fp32 rounding floor, when measured)
-    on every case: three dicts case -> output name -> value."""
+def _run_cases(spec: ModelSpec, ctx, runner, cases, progress):
+    """The reference's and the package's outputs on every case: case -> output name -> value."""
     reference = spec.build_reference(ctx)
-    refs, outs, floors = {}, {}, {}
+    refs, outs = {}, {}
     for i, (name, inputs) in enumerate(cases.items()):
         if progress:
             progress(f"[{i + 1}/{len(cases)}] {spec.key}: {name}")
         refs[name] = reference(inputs)
         outs[name] = runner(inputs).outputs
-        if rounding_floor is not None:
-            floors[name] = rounding_floor(inputs)
-    return refs, outs, floors
-
-
-def _rounding_floor(spec: ModelSpec, ctx, tolerances: dict[str, Tolerance]):
-    """How far fp32 arithmetic alone moves each output: the spec's wrapper (the exact graph
-    that was converted, weights as stored) run in float32 and in float64 on the same input."""
-    import copy
-
-    import torch
-
-    if not any(t.fp32_floor_factor for t in tolerances.values()):
-        return None
-    wrapper32 = spec.build_wrapper(ctx).eval()
-    wrapper64 = copy.deepcopy(wrapper32).double()
-    names = [t.name for t in spec.inputs]
-    outputs = [t.name for t in spec.outputs]
-
-    def run(inputs: dict[str, np.ndarray]) -> dict[str, float]:
-        args = [torch.from_numpy(np.asarray(inputs[n], dtype=np.float32)) for n in names]
-        with torch.inference_mode():
-            a = wrapper32(*args)
-            b = wrapper64(*[x.double() for x in args])
-        a, b = (a,) if torch.is_tensor(a) else a, (b,) if torch.is_tensor(b) else b
-        return {
-            k: metrics.max_abs(x.numpy(), y.numpy()) for k, x, y in zip(outputs, a, b, strict=True)
-        }
-
-    return run
+    return refs, outs
 
 
 def _override(tol: Tolerance, overrides: dict[str, float]) -> Tolerance:
