@@ -8,7 +8,7 @@ is compared with the same stage of a float64 run of the same wrapper. Two plans:
 * `shipped`: the fbank up to its log in fp32 (ModelSpec.fp32_values), everything after fp16.
 
 torch rounds each op's output to its dtype as Core ML's fp16 programs do (the MIL executor
-checks the saved packages themselves: tests/test_device_precision.py). Prints one JSON object:
+checks the saved packages themselves: tests/quantize/test_device_precision.py). Prints one JSON object:
 
     python benchmarks/bench_precision_stages.py [--source random:0] [--out FILE]
 

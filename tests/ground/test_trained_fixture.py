@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-FIXTURE_DIR = Path(__file__).parent / "fixtures" / "segmentation-synthetic"
+FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
 CHECKPOINT = FIXTURE_DIR / "pytorch_model.bin"
 MAX_BYTES = 4 * 1024 * 1024
 

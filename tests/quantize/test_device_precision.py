@@ -111,7 +111,7 @@ def test_palettize8_wespeaker_is_an_fp16_program_with_fp16_tables(
 
 # --- segmentation on trained weights (the synthetic-speech fixture, tests/fixtures) ----------
 
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "segmentation-synthetic"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ import pytest
 from coreml_diarize.models import get_spec
 
 SEEDS = (0, 1, 2, 3, 4)
-FIXTURE = Path(__file__).resolve().parent / "fixtures" / "segmentation-synthetic"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
 SAMPLE_HOP_S = 0.5  # pyannote's 30 s sample: 41 windows of 10 s
 SYNTHETIC_PER_SEED = 3
 MIN_CHUNKS = 200
