@@ -42,7 +42,9 @@ def test_a_back_arrow_breaks_the_contracts(tmp_path):
     wrapper = view / "coreml_diarize" / "wrappers" / "segmentation.py"
     wrapper.write_text(wrapper.read_text() + "\nfrom coreml_diarize.app import cli  # noqa\n")
     ground = view / "coreml_diarize" / "errors.py"
-    ground.write_text(ground.read_text() + "\nfrom coreml_diarize.validation import judge  # noqa\n")
+    ground.write_text(
+        ground.read_text() + "\nfrom coreml_diarize.validation import judge  # noqa\n"
+    )
     done = _lint(view)
     assert done.returncode != 0
     assert "0 broken" not in done.stdout
