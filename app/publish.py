@@ -685,6 +685,34 @@ def publish(
 
         api = HfApi(token=token)
     say = progress or (lambda line: None)
+    existing = _prepare_repo(api, repo_id, token=token, revision=revision, private=private)
+    stale = sorted(p for p in existing if _MANAGED.match(p) and p not in plan.paths)
+    operations: list[Any] = [
+        CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.payload())
+        for f in plan.files
+    ]
+    operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
+    say(
+        f"uploading {len(plan.files)} files ({plan.total_bytes / 1e6:.2f} MB)"
+        + (f", deleting {len(stale)} stale" if stale else "")
+        + f" to {repo_id} in one commit"
+    )
+    info = _commit(
+        api, plan, repo_id, operations, token=token, revision=revision, create_pr=create_pr
+    )
+    return PublishResult(
+        repo_id=repo_id,
+        commit_url=getattr(info, "commit_url", None),
+        commit_oid=getattr(info, "oid", None),
+        pr_url=getattr(info, "pr_url", None),
+        files=len(plan.files),
+        deleted=stale,
+        total_bytes=plan.total_bytes,
+    )
+
+
+def _prepare_repo(api, repo_id: str, *, token, revision: str | None, private: bool) -> list[str]:
+    """Create the repo (and branch) if needed; the files it holds now."""
     try:
         # private=None, not False, without --private: an organisation whose default is private
         # keeps it (False would force a public repo); an existing repo's visibility is untouched
@@ -699,25 +727,18 @@ def publish(
             api.create_branch(
                 repo_id, branch=revision, repo_type="model", exist_ok=True, token=token
             )
-        existing = api.list_repo_files(repo_id, repo_type="model", revision=revision, token=token)
+        return api.list_repo_files(repo_id, repo_type="model", revision=revision, token=token)
     except Exception as exc:
         raise PublishError(
             f"cannot create or access {repo_id} ({_http_reason(exc, token)}); "
             "check the token's write access to it; nothing was published"
         ) from exc
-    stale = sorted(p for p in existing if _MANAGED.match(p) and p not in plan.paths)
-    operations: list[Any] = [
-        CommitOperationAdd(path_in_repo=f.path_in_repo, path_or_fileobj=f.payload())
-        for f in plan.files
-    ]
-    operations += [CommitOperationDelete(path_in_repo=p) for p in stale]
-    say(
-        f"uploading {len(plan.files)} files ({plan.total_bytes / 1e6:.2f} MB)"
-        + (f", deleting {len(stale)} stale" if stale else "")
-        + f" to {repo_id} in one commit"
-    )
+
+
+def _commit(api, plan: PublishPlan, repo_id: str, operations, *, token, revision, create_pr):
+    """One commit for the whole plan: it lands whole or not at all."""
     try:
-        info = api.create_commit(
+        return api.create_commit(
             repo_id,
             operations,
             commit_message=plan.commit_message,
@@ -741,12 +762,3 @@ def publish(
             f"upload to {repo_id} failed ({_http_reason(exc, token)}): {outcome}; "
             "files already sent to storage are not part of the repo; run publish again"
         ) from exc
-    return PublishResult(
-        repo_id=repo_id,
-        commit_url=getattr(info, "commit_url", None),
-        commit_oid=getattr(info, "oid", None),
-        pr_url=getattr(info, "pr_url", None),
-        files=len(plan.files),
-        deleted=stale,
-        total_bytes=plan.total_bytes,
-    )
