@@ -26,26 +26,19 @@ METADATA_PREFIX = "coreml_diarize."
 CONVERSION_DATE_KEY = "com.github.apple.coremltools.conversion_date"
 
 
+def _git(*args: str) -> str:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10
+    )
+    return done.stdout.strip()
+
+
 def git_revision() -> str:
     """The toolkit's git commit (+'-dirty' if modified), or 'unknown' outside a checkout."""
-    root = Path(__file__).resolve().parent.parent
     try:
-        rev = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        rev = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     return rev + ("-dirty" if dirty else "")
