@@ -428,8 +428,6 @@ def golden_for_packages(
     from coreml_diarize.context import context_for_package, options_for
     from coreml_diarize.record import PackageRecord
 
-    from .bundle import report_path
-
     contexts = dict(contexts or {})
     rebuilt: dict[tuple, Any] = {}
     references: dict[tuple, Callable] = {}
@@ -462,31 +460,31 @@ def golden_for_packages(
     for package, spec, record in infos:
         progress(f"golden: {package.name}")
         ctx = context(package, record)
-        recipe = record.variant
-        units = intended_compute_units(record.precision)
-        trained = record.trained is not False  # weightless models are judged as trained
-        tolerances = dict(spec.tolerance_for(recipe, units, trained=trained))
         inputs, _ = chain.step(spec.key, GOLDEN_OFFSET_S)
         _check_shapes(spec, ctx, inputs)
-        outputs = reference(spec, ctx)(inputs)
-        outputs = {t.name: np.asarray(outputs[t.name], dtype=np.float32) for t in spec.outputs}
-        out.append(
-            Golden(
-                package=package.name,
-                model=spec.key,
-                recipe=recipe,
-                compute_units=units,
-                trained=trained,
-                inputs=inputs,
-                outputs=outputs,
-                tolerances=tolerances,
-                reference_spread=_recorded_spread(report_path(package)),
-                description=_DESCRIPTIONS[spec.key].format(
-                    offset=GOLDEN_OFFSET_S, db=DATABASE_OFFSET_S
-                ),
-            )
-        )
+        out.append(_golden_case(package, spec, record, inputs, reference(spec, ctx)(inputs)))
     return out
+
+
+def _golden_case(package: Path, spec: ModelSpec, record, inputs: Arrays, outputs: Arrays) -> Golden:
+    """One package's golden case: the reference outputs and the tolerance the package is judged
+    by on the compute units it is meant for."""
+    from .bundle import report_path
+
+    units = intended_compute_units(record.precision)
+    trained = record.trained is not False  # weightless models are judged as trained
+    return Golden(
+        package=package.name,
+        model=spec.key,
+        recipe=record.variant,
+        compute_units=units,
+        trained=trained,
+        inputs=inputs,
+        outputs={t.name: np.asarray(outputs[t.name], dtype=np.float32) for t in spec.outputs},
+        tolerances=dict(spec.tolerance_for(record.variant, units, trained=trained)),
+        reference_spread=_recorded_spread(report_path(package)),
+        description=_DESCRIPTIONS[spec.key].format(offset=GOLDEN_OFFSET_S, db=DATABASE_OFFSET_S),
+    )
 
 
 def _check_shapes(spec: ModelSpec, ctx: BuildContext, inputs: Arrays) -> None:
