@@ -17,8 +17,17 @@ ALLOW_UNTRAINED = $(if $(filter random%,$(SOURCE) $(EMBEDDING_SOURCE)),--allow-u
 
 setup: $(STAMP)
 
-# torch and torchaudio must be a matching pair (pyannote.audio imports torchaudio)
+# espeak-ng (a system package) speaks the synthetic conversations the tests and the trained
+# fixture's training use; torch and torchaudio must be a matching pair (pyannote.audio imports
+# torchaudio)
 $(STAMP): pyproject.toml
+	@command -v espeak-ng >/dev/null 2>&1 || \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		apt-get update -qq && apt-get install -y -qq espeak-ng; \
+	elif command -v apt-get >/dev/null 2>&1 && sudo -n true 2>/dev/null; then \
+		sudo apt-get update -qq && sudo apt-get install -y -qq espeak-ng; \
+	elif command -v brew >/dev/null 2>&1; then brew install espeak-ng; \
+	else echo "error: espeak-ng is needed (apt-get install espeak-ng, or brew install espeak-ng)" >&2; exit 1; fi
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e ".[dev]"

@@ -3,7 +3,6 @@ the real loader with its provenance, stays small, and behaves like trained weigh
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,7 +88,6 @@ def test_fixture_separates_speakers_in_pyannote_sample(sample_scores):
     assert sample_scores["local_der"] <= LOCAL_DER_MAX
 
 
-@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
 def test_generator_is_deterministic():
     from training.corpus import CorpusConfig, build_pool, median_f0, mix_conversation
 
