@@ -34,7 +34,7 @@ def build_models(out: Path, source: str) -> None:
         convert_model(spec, make_context(spec, source=source), out)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     parser.add_argument("--models", type=Path, default=None, help="the five packages")
@@ -45,18 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default=None)
     parser.add_argument("--step", type=float, default=None, help="window step (s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-    import torch
 
+def _audio(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """(path, samples (cropped), sample rate, reference RTTM or None)."""
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.diarization.compare import compare_samples, torch_models_for
-    from coreml_diarize.diarization.diarize import ChainModels, find_packages, read_rttm
-    from coreml_diarize.mlpackage import quiet_coremltools
+    from coreml_diarize.diarization.diarize import read_rttm
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     audio_path = args.audio or bundled_sample_path()
     loaded = read_audio(audio_path)
     samples = loaded.samples
@@ -64,6 +60,21 @@ def main(argv: list[str] | None = None) -> int:
         samples = samples[: int(args.seconds * loaded.sample_rate)]
     rttm = audio_path.with_suffix(".rttm")
     reference = read_rttm(rttm, uri=audio_path.stem) if rttm.is_file() else None
+    return audio_path, samples, loaded.sample_rate, reference
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+    import torch
+
+    from coreml_diarize.diarization.compare import compare_samples, torch_models_for
+    from coreml_diarize.diarization.diarize import ChainModels, find_packages
+    from coreml_diarize.mlpackage import quiet_coremltools
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    audio_path, samples, sample_rate, reference = _audio(args)
 
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models
@@ -81,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             samples,
             chain,
             torch_models,
-            sample_rate=loaded.sample_rate,
+            sample_rate=sample_rate,
             uri=audio_path.stem,
             step_s=args.step,
             reference=reference,

@@ -405,7 +405,7 @@ def run_aux(recipes, chunks, workdir, per_chunk, log) -> list[dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="segmentation,embedding,auxiliary")
     parser.add_argument("--recipes", default="fp32,fp16,palettize8")
@@ -420,14 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-chunks", type=int, default=10, help="per seed")
     parser.add_argument("--per-chunk", action="store_true", help="keep every chunk's row")
     parser.add_argument("--out", default=None, help="also write the JSON here")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import torch
 
-    torch.set_num_threads(1)
-    models = args.models.split(",")
-    recipes = args.recipes.split(",")
-    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+def _corpora(args: argparse.Namespace) -> list[tuple[str, dict]]:
+    """(segmentation source, its chunks): random seeds get the shared chunks and that seed's
+    conversations; a trained source gets the conversations of every seed."""
     if args.sources:
         source_names = args.sources.split(",")
     else:
@@ -435,16 +433,23 @@ def main(argv: list[str] | None = None) -> int:
         if (FIXTURE / "pytorch_model.bin").exists():
             source_names.append(str(FIXTURE))
     sources = []
-    corpus_info = {}
-    for i, source in enumerate(source_names):
-        # random seeds: the shared chunks + that seed's conversations; a trained source gets
-        # the conversations of every seed
+    for source in source_names:
         seeds = [int(source.split(":")[1])] if source.startswith("random:") else list(range(5))
-        chunks = corpus(seeds, args.synthetic, args.hop)
-        corpus_info[source] = len(chunks)
-        sources.append((source, chunks))
-        if i == 0:
-            first = chunks
+        sources.append((source, corpus(seeds, args.synthetic, args.hop)))
+    return sources
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
+    import torch
+
+    torch.set_num_threads(1)
+    models = args.models.split(",")
+    recipes = args.recipes.split(",")
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    sources = _corpora(args)
+    first = sources[0][1]
+    corpus_info = {source: len(chunks) for source, chunks in sources}
     result: dict = {
         "corpus": {
             "chunks_per_source": corpus_info,

@@ -33,13 +33,35 @@ def _pair(ours, theirs, repeats: int) -> dict[str, float]:  # type: ignore[no-un
     return {"ours_s": t_ours, "pyannote_s": t_theirs, "ratio": t_theirs / t_ours}
 
 
-def main(argv: list[str] | None = None) -> int:
+def _package_sizes(ctx, weights) -> dict:  # type: ignore[no-untyped-def]
+    """wespeaker_v2.mlpackage in fp32 and fp16: bytes and conversion time."""
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import EMBEDDING
+    from coreml_diarize.specs import BuildContext, Options
+
+    sizes = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for precision in ("fp32", "fp16"):
+            precision_ctx = BuildContext(ctx.geometry, Options(precision=precision), weights)
+            converted = convert_model(EMBEDDING, precision_ctx, Path(tmp) / precision)
+            sizes[precision] = {
+                "bytes": converted.size_bytes,
+                "convert_s": round(converted.seconds, 1),
+            }
+    return sizes
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=None, help="also write the JSON here")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     parser.add_argument("--no-convert", action="store_true", help="skip the package sizes")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _arguments(argv)
 
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -91,19 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     if not args.no_convert:
-        from coreml_diarize.converters.convert import convert_model
-        from coreml_diarize.models import EMBEDDING
-
-        sizes = {}
-        with tempfile.TemporaryDirectory() as tmp:
-            for precision in ("fp32", "fp16"):
-                precision_ctx = BuildContext(ctx.geometry, Options(precision=precision), weights)
-                converted = convert_model(EMBEDDING, precision_ctx, Path(tmp) / precision)
-                sizes[precision] = {
-                    "bytes": converted.size_bytes,
-                    "convert_s": round(converted.seconds, 1),
-                }
-        result["mlpackage"] = sizes
+        result["mlpackage"] = _package_sizes(ctx, weights)
 
     emit(result, args.out)
     return 0

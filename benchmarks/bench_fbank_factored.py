@@ -117,6 +117,35 @@ def package_facts(path: Path) -> dict:
     }
 
 
+def _converted(front_ends: dict, batch) -> dict:  # type: ignore[no-untyped-def]
+    """Package facts of each converted front end, and the executor's parity for the factored
+    one (dense and with the mel matrix stored sparse)."""
+    import numpy as np
+    import torch
+
+    from coreml_diarize.validation.mil.executor import MILExecutor
+
+    converted = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for key, module in front_ends.items():
+            path = Path(tmp) / f"{key}.mlpackage"
+            mlmodel = convert(module, path)
+            converted[key] = package_facts(path)
+            if key != "factored":
+                continue
+            with torch.inference_mode():
+                expected = module(batch).numpy()
+            sparse = Path(tmp) / "factored_sparse_mel.mlpackage"
+            prune_exact_zeros(mlmodel, sparse)
+            converted["factored_sparse_mel"] = package_facts(sparse)
+            for name, package in (("factored", path), ("factored_sparse_mel", sparse)):
+                got = MILExecutor.from_path(package).predict({"waveform": batch.numpy()})
+                converted[name]["executor_max_abs_vs_torch"] = float(
+                    np.abs(got["fbank"] - expected).max()
+                )
+    return converted
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -171,30 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     }
 
     if not args.no_convert:
-        from coreml_diarize.validation.mil.executor import MILExecutor
-
-        with tempfile.TemporaryDirectory() as tmp:
-            converted = {}
-            for key, module in front_ends.items():
-                path = Path(tmp) / f"{key}.mlpackage"
-                mlmodel = convert(module, path)
-                converted[key] = package_facts(path)
-                if key == "factored":
-                    with torch.inference_mode():
-                        expected = module(batch).numpy()
-                    got = MILExecutor.from_path(path).predict({"waveform": batch.numpy()})
-                    converted[key]["executor_max_abs_vs_torch"] = float(
-                        np.abs(got["fbank"] - expected).max()
-                    )
-                    sparse = Path(tmp) / "factored_sparse_mel.mlpackage"
-                    prune_exact_zeros(mlmodel, sparse)
-                    facts = package_facts(sparse)
-                    got = MILExecutor.from_path(sparse).predict({"waveform": batch.numpy()})
-                    facts["executor_max_abs_vs_torch"] = float(
-                        np.abs(got["fbank"] - expected).max()
-                    )
-                    converted["factored_sparse_mel"] = facts
-            result["converted"] = converted
+        result["converted"] = _converted(front_ends, batch)
 
     emit(result, args.out)
     return 0
