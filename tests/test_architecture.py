@@ -13,7 +13,7 @@ BIN = Path(sys.executable).parent
 
 def _lint(view: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(BIN / "lint-imports"), "--no-cache", str(ROOT / ".importlinter")],
+        [str(BIN / "lint-imports"), "--no-cache", "--config", str(ROOT / ".importlinter")],
         cwd=view,
         env={"PYTHONPATH": str(view), "PATH": str(BIN)},
         capture_output=True,

@@ -8,4 +8,4 @@ trap 'rm -rf "$view"' EXIT
 "$bin/python" "$root/tools/import_view.py" "$view/src" > /dev/null
 # run from inside the view: lint-imports puts the working directory first on sys.path
 cd "$view/src"
-PYTHONPATH="$view/src" "$bin/lint-imports" --no-cache "$root/.importlinter"
+PYTHONPATH="$view/src" "$bin/lint-imports" --no-cache --config "$root/.importlinter"
