@@ -421,7 +421,7 @@ def golden_for_packages(
 ) -> list[Golden]:
     """The golden case of every package. `contexts`: package name -> the BuildContext it was
     built from (what `build_all` has in memory); other packages' contexts are rebuilt from the
-    provenance they record (`validation.report.context_for_package`), once per weight source.
+    provenance they record (`context.context_for_package`), once per weight source.
 
     The chain's upstream models use the weights of the bundle's own segmentation / embedding
     packages (the fp32 ones when there are several)."""

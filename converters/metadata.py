@@ -8,12 +8,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from coreml_diarize.record import (
-    METADATA_PREFIX,
-    PackageRecord,
-    git_revision,
-    library_versions,
-)
+from coreml_diarize.record import PackageRecord, git_revision, library_versions
 
 AUTHOR = "coreml-diarize (converted from pyannote.audio)"
 # provenance of a model without weights
@@ -44,15 +39,3 @@ def conversion_record(
         versions=library_versions(),
         wrapper=wrapper_constants or {},
     )
-
-
-def read_metadata(user_defined: dict[str, str]) -> dict[str, str]:
-    """Deprecated twin of PackageRecord.from_metadata, kept while readers move over."""
-    return {
-        k[len(METADATA_PREFIX) :]: v
-        for k, v in user_defined.items()
-        if k.startswith(METADATA_PREFIX)
-    }
-
-
-__all__ = ["AUTHOR", "conversion_record", "library_versions", "read_metadata"]

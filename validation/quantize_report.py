@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from coreml_diarize.record import PackageRecord
 from coreml_diarize.specs import Tolerance
 
 from . import metrics
@@ -205,18 +206,17 @@ def _accuracy_rows(
 # --- the report ------------------------------------------------------------------------------
 
 
-def _weights_statement(meta: Mapping[str, str]) -> tuple[str, bool | None]:
-    trained = meta.get("source.trained")
-    where = meta.get("source.location") or meta.get("source.kind", "unknown")
-    if trained == "false":
-        calibration = meta.get("source.calibration")
+def _weights_statement(record: PackageRecord) -> tuple[str, bool | None]:
+    where = record.source.get("location") or record.source.get("kind", "unknown")
+    if record.trained is False:
+        calibration = record.source.get("calibration")
         how = f"calibrated: {calibration}" if calibration else "calibrated"
         return (
             f"seeded random weights ({where}, {how}), NOT trained: the numbers measure the "
             "quantization error on this network, not diarization quality",
             False,
         )
-    if trained == "true":
+    if record.trained:
         return f"trained weights ({where})", True
     return f"no weights ({where})", None
 
@@ -245,13 +245,13 @@ def quantize_report(
         floats = _run_all(
             Path(source_package), evaluation.inputs, validation.backend, compute_units
         )
-    recipe = _json_or_empty(evaluation.meta.get("recipe", "{}"))
+    recipe = dict(evaluation.record.recipe)
     size_before = (
         package_size(source_package)
         if source_package is not None
         else recipe.get("source", {}).get("size_bytes")
     )
-    weights, trained = _weights_statement(evaluation.meta)
+    weights, trained = _weights_statement(evaluation.record)
     return QuantizeReport(
         package=package.name,
         model=validation.model,
@@ -289,11 +289,3 @@ def _run_all(
 
     runner = open_package(package, backend=backend, compute_units=compute_units)
     return {name: runner(inputs).outputs for name, inputs in cases.items()}
-
-
-def _json_or_empty(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except ValueError:
-        return {}
-    return value if isinstance(value, dict) else {}

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from coreml_diarize.errors import ArtifactError, DiarizeError
+from coreml_diarize.context import context_for_package
 from coreml_diarize.models import get_spec
-from coreml_diarize.specs import ModelSpec, Options, Tolerance
+from coreml_diarize.record import PackageRecord
+from coreml_diarize.specs import ModelSpec, Tolerance
 
 from .judge import Judgement, judge
 
@@ -99,70 +100,6 @@ def json_default(value):
     raise TypeError(type(value))
 
 
-# --- provenance -> context -------------------------------------------------------------------
-
-
-def package_metadata(path: Path) -> dict[str, str]:
-    from coreml_diarize.converters.metadata import read_metadata
-    from coreml_diarize.mlpackage import load_mlmodel
-
-    return read_metadata(dict(load_mlmodel(path).user_defined_metadata))
-
-
-def source_from_metadata(meta: dict[str, str]) -> str | None:
-    """The `--source` string that rebuilds the package's weights, from its provenance keys."""
-    kind = meta.get("source.kind")
-    location = meta.get("source.location", "")
-    if kind == "random":
-        return location.replace("random-init", "random")
-    if kind == "local":
-        return location
-    if kind == "hf":
-        revision = meta.get("source.revision")
-        return f"hf:{location}" + (f"@{revision}" if revision else "")
-    return None
-
-
-def recipe_of(meta: dict[str, str]) -> str:
-    compression = meta.get("compression", "none")
-    return meta.get("precision", "fp32") if compression in ("", "none") else compression
-
-
-def options_from_metadata(meta: dict[str, str]) -> Options:
-    thresholds = json.loads(meta.get("thresholds", "{}"))
-    geometry = json.loads(meta.get("geometry", "{}"))
-    known = {k: v for k, v in thresholds.items() if k in Options.__dataclass_fields__}
-    return Options(
-        precision=meta.get("precision", "fp32"),
-        minimum_deployment_target=meta.get("minimum_deployment_target", "iOS17"),
-        embedding_batch=int(geometry.get("embedding_batch", 3)),
-        **known,
-    )
-
-
-def context_for_package(path: Path, *, source: str | None = None, trust_checkpoint: bool = False):
-    """(spec, ctx, metadata) rebuilt from the package's own record, or `source` if given."""
-    from coreml_diarize.context import make_context
-
-    meta = package_metadata(path)
-    if "model" not in meta:
-        raise ArtifactError(
-            f"{path} was not built by coreml-diarize (no coreml_diarize.model metadata)"
-        )
-    spec = get_spec(meta["model"])
-    chosen = source or source_from_metadata(meta) or "random"
-    ctx = make_context(
-        spec, source=chosen, options=options_from_metadata(meta), trust_checkpoint=trust_checkpoint
-    )
-    recorded = meta.get("source.sha256", "")
-    loaded = ctx.weights.provenance.sha256 if ctx.weights is not None else None
-    if source is None and loaded and recorded and loaded != recorded:
-        raise DiarizeError(
-            f"weights at {chosen} differ from those {path.name} was built from (SHA-256 mismatch)"
-        )
-    return spec, ctx, meta
-
-
 # --- comparison ------------------------------------------------------------------------------
 
 
@@ -188,7 +125,7 @@ class Evaluation:
 
     report: ValidationReport
     spec: ModelSpec
-    meta: dict[str, str]
+    record: PackageRecord
     tolerance_key: str  # which entry of the spec's tolerance tables judged it
     tolerances: dict[str, Tolerance]
     inputs: dict[str, dict[str, np.ndarray]]  # case -> input name -> array
@@ -219,17 +156,16 @@ def evaluate_package(
     `ctx`: the BuildContext the package was just built from (a build validates what it made
     without loading and calibrating the same weights again); by default it is rebuilt from
     the provenance recorded in the package."""
-    from coreml_diarize.converters.metadata import library_versions
+    from coreml_diarize.record import library_versions
 
     from .backends import open_package
 
     start = time.perf_counter()
     path = Path(path)
-    spec, ctx, meta = _context(path, source=source, trust_checkpoint=trust_checkpoint, ctx=ctx)
-    recipe = recipe_of(meta)
+    spec, ctx, record = _context(path, source=source, trust_checkpoint=trust_checkpoint, ctx=ctx)
     runner = open_package(path, backend=backend, compute_units=compute_units)
     key, tolerances = judged_tolerances(
-        spec, meta, runner.backend, compute_units, tolerance_overrides
+        spec, record, runner.backend, compute_units, tolerance_overrides
     )
     cases = spec.example_inputs(ctx)
     if audio:
@@ -240,40 +176,37 @@ def evaluate_package(
         **vars(judgement),
         package=str(path),
         model=spec.key,
-        recipe=recipe,
+        recipe=record.variant,
         backend=runner.backend,
         compute_units=compute_units,
-        trained=meta.get("source.trained", "n/a"),
-        source=meta.get("source.location", meta.get("source.kind", "none")),
+        trained=record.source.get("trained", "n/a"),
+        source=record.source.get("location", record.source.get("kind", "none")),
         versions=library_versions(),
         seconds=time.perf_counter() - start,
     )
-    return Evaluation(report, spec, meta, key, tolerances, cases, refs, outs)
+    return Evaluation(report, spec, record, key, tolerances, cases, refs, outs)
 
 
 def _context(path: Path, *, source: str | None, trust_checkpoint: bool, ctx):
-    """(spec, ctx, metadata): the given context, or one rebuilt from the package's record."""
+    """(spec, ctx, record): the given context, or one rebuilt from the package's record."""
     if ctx is None:
         return context_for_package(path, source=source, trust_checkpoint=trust_checkpoint)
-    meta = package_metadata(path)
-    if "model" not in meta:
-        raise ArtifactError(f"{path} was not built by coreml-diarize (no model metadata)")
-    return get_spec(meta["model"]), ctx, meta
+    record = PackageRecord.from_package(path)
+    return get_spec(record.model), ctx, record
 
 
 def judged_tolerances(
     spec: ModelSpec,
-    meta: dict[str, str],
+    record: PackageRecord,
     backend: str,
     compute_units: str,
     overrides: dict[str, float] | None = None,
 ) -> tuple[str, dict[str, Tolerance]]:
     """The tolerance-table key and the tolerances that judge this package on this backend."""
-    recipe = recipe_of(meta)
+    recipe = record.variant
     # the MIL executor computes in the program's own dtypes, whatever units were asked for
     units = compute_units if backend == "coreml" else "cpu_only"
-    trained = meta.get("source.trained", "true") != "false"
-    tolerances = dict(spec.tolerance_for(recipe, units, trained=trained))
+    tolerances = dict(spec.tolerance_for(recipe, units, trained=record.trained is not False))
     if overrides:
         tolerances = {k: _override(t, overrides) for k, t in tolerances.items()}
     return spec.tolerance_key(recipe, units), tolerances
