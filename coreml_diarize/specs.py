@@ -162,9 +162,14 @@ class ModelSpec:
     fp32_values: tuple[str, ...] = ()
     # the quantization recipes `build` makes from the fp32 package (QuantizeConfig settings)
     device_variants: tuple[Mapping[str, Any], ...] = ()
-    # the diarization chains that run this model (diarization/: "online" = the 3.1-style
-    # chain of five packages); a model in no chain is converted and bundled, never required
+    # the model sets (profiles) this model belongs to, which are also the diarization chains
+    # that run it: "online" = the 3.1-style chain of five packages (../shared/contract.md),
+    # "offline" = pyannote community-1's set as FluidAudio's offline diarizer loads it
+    # (docs/offline_contract.md). `build --profile P` builds the models whose chains name P.
     chains: tuple[str, ...] = ()
+    # JSON files written beside the package and bundled with it (file name -> content), e.g.
+    # the PLDA parameters VBx needs: computed from the same context as the wrapper
+    sidecars: Callable[[BuildContext], Mapping[str, Any]] | None = None
     # the same keys as `tolerances`, for seeded random (untrained) weights only, where those
     # are more fragile than trained ones (docs/validation.md says why for each)
     untrained_tolerances: Mapping[str, Mapping[str, Tolerance]] = field(default_factory=dict)
