@@ -167,9 +167,10 @@ class ModelSpec:
     # "offline" = pyannote community-1's set as FluidAudio's offline diarizer loads it
     # (docs/offline_contract.md). `build --profile P` builds the models whose chains name P.
     chains: tuple[str, ...] = ()
-    # JSON files written beside the package and bundled with it (file name -> content), e.g.
-    # the PLDA parameters VBx needs: computed from the same context as the wrapper
-    sidecars: Callable[[BuildContext], Mapping[str, Any]] | None = None
+    # JSON files written beside the package and bundled with it: file name -> a function of
+    # the same context as the wrapper giving the file's (JSON-able) content, e.g. the PLDA
+    # parameters VBx needs. Names are static so `package` can find them beside a package.
+    sidecars: Mapping[str, Callable[[BuildContext], Any]] = field(default_factory=dict)
     # the same keys as `tolerances`, for seeded random (untrained) weights only, where those
     # are more fragile than trained ones (docs/validation.md says why for each)
     untrained_tolerances: Mapping[str, Mapping[str, Tolerance]] = field(default_factory=dict)
