@@ -6,6 +6,10 @@ OUT    ?= artifacts
 # Default weights: seeded random, calibrated (no hub reachable here). For real weights, e.g.
 #   make models SOURCE=hf:pyannote/segmentation-3.0 EMBEDDING_SOURCE=hf:pyannote/wespeaker-voxceleb-resnet34-LM
 SOURCE ?= random:0
+# online: the 3.1-style chain (../shared/contract.md); offline: pyannote community-1 as FluidAudio's
+# offline diarizer loads it (docs/offline_contract.md), e.g.
+#   make models PROFILE=offline SOURCE=hf:pyannote/speaker-diarization-community-1
+PROFILE ?= online
 EMBEDDING_SOURCE ?= $(SOURCE)
 # auto: Core ML on macOS, the MIL reference executor elsewhere
 BACKEND ?= auto
@@ -34,7 +38,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 models: $(STAMP)
-	$(BIN)/coreml-diarize build --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) --backend $(BACKEND) $(ALLOW_UNTRAINED)
+	$(BIN)/coreml-diarize build --profile $(PROFILE) --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) --backend $(BACKEND) $(ALLOW_UNTRAINED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,8 @@
-"""`build`: every model, its device variants, validation of every package, the bundle."""
+"""`build`: every model of a profile, its device variants, validation of every package, the bundle.
+
+Profiles are the registry's model sets (`ModelSpec.chains`): "online" (the 3.1-style chain of
+five packages, ../shared/contract.md) and "offline" (pyannote community-1 as FluidAudio's offline
+diarizer loads it, docs/offline_contract.md)."""
 
 from __future__ import annotations
 
@@ -10,12 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coreml_diarize.context import make_context
-from coreml_diarize.specs import Options
+from coreml_diarize.errors import DiarizeError
+from coreml_diarize.specs import ModelSpec, Options
+
+DEFAULT_PROFILE = "online"
 
 
 @dataclass
 class BuildSummary:
     packages: list[Path] = field(default_factory=list)
+    sidecars: list[Path] = field(default_factory=list)  # JSON files beside packages, bundled
     reports: dict[str, bool] = field(default_factory=dict)
     bundle: Path | None = None
     zip_path: Path | None = None
@@ -33,12 +41,40 @@ class BuildSettings:
     allow_untrained: bool = False
     trust_checkpoint: bool = False
     cache_dir: Path | None = None
+    profile: str = DEFAULT_PROFILE
+
+
+def profiles() -> tuple[str, ...]:
+    """The registry's profiles, in registry order."""
+    from coreml_diarize.models import all_specs
+
+    return tuple(dict.fromkeys(chain for spec in all_specs() for chain in spec.chains))
+
+
+def profile_specs(profile: str) -> list[ModelSpec]:
+    """The models of one profile, in registry order (an unknown profile is an error)."""
+    from coreml_diarize.models import all_specs
+
+    specs = [spec for spec in all_specs() if profile in spec.chains]
+    if not specs:
+        raise DiarizeError(f"unknown profile '{profile}' (choose from {', '.join(profiles())})")
+    return specs
+
+
+def bundle_name(profile: str) -> str:
+    """The bundle folder / zip stem a profile's build writes (online keeps the historic name)."""
+    return (
+        "coreml-diarize-bundle"
+        if profile == DEFAULT_PROFILE
+        else f"coreml-diarize-{profile}-bundle"
+    )
 
 
 def build_all(
     out_dir: Path,
     *,
     sources: dict[str, str],
+    profile: str = DEFAULT_PROFILE,
     options: Options | None = None,
     quantize: bool = True,
     backend: str = "auto",
@@ -47,10 +83,11 @@ def build_all(
     cache_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
 ) -> BuildSummary:
-    """Every model → its device variants (fp16, 8-bit in fp16) → validation of every package
-    → golden I/O → bundle. Nothing is bundled unless every package passed."""
+    """Every model of `profile` → its device variants (fp16, 8-bit in fp16) → validation of
+    every package → golden I/O → bundle. Nothing is bundled unless every package passed."""
+    profile_specs(profile)  # an unknown profile fails before any work
     settings = BuildSettings(
-        sources, options, quantize, backend, allow_untrained, trust_checkpoint, cache_dir
+        sources, options, quantize, backend, allow_untrained, trust_checkpoint, cache_dir, profile
     )
     summary = BuildSummary()
     out_dir = Path(out_dir)
@@ -72,12 +109,11 @@ def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, 
     """Convert every registered model and make its device variants; returns package name ->
     the context it was built from (validation and golden I/O reuse it: no second load)."""
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.models import registry
     from coreml_diarize.quantize.apply import quantize_package
     from coreml_diarize.quantize.recipes import QuantizeConfig
 
     contexts = {}
-    for spec in registry().values():
+    for spec in profile_specs(settings.profile):
         with _timed(summary, f"convert {spec.key}"):
             source = settings.sources.get(spec.weights.name, "random") if spec.weights else "random"
             ctx = make_context(
@@ -89,6 +125,7 @@ def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, 
             )
             result = convert_model(spec, ctx, out_dir)
         summary.packages.append(result.path)
+        summary.sidecars.extend(result.sidecars)
         contexts[result.path.name] = ctx
         progress(
             f"converted {result.path.name} ({result.size_bytes / 1e6:.2f} MB, {result.seconds:.1f} s)"
@@ -138,6 +175,7 @@ def _bundle(out_dir: Path, settings: BuildSettings, summary: BuildSummary, conte
         bundle = make_bundle(
             summary.packages,
             out_dir,
+            name=bundle_name(settings.profile),
             allow_untrained=settings.allow_untrained,
             golden=golden,
             notify=progress,

@@ -1,5 +1,9 @@
 """Release bundles: the validated packages, a manifest with hashes and provenance, a README, a zip.
 
+A package whose model declares sidecar files (`ModelSpec.sidecars`, e.g. PldaRho's
+plda-parameters.json) must have them beside it; they are copied to the bundle root and hashed.
+The manifest names the profile (`ModelSpec.chains`) the packages make up, when they make up one.
+
 Deterministic: the manifest has no timestamps, files are listed in sorted order, and the zip
 uses fixed timestamps and permissions, so the same packages give a byte-identical bundle.
 """
@@ -67,6 +71,7 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
         raise DiarizeError(f"{package.name} failed validation; refusing to package it")
     info = inspect_package(package)
     record = PackageRecord.from_metadata(info.metadata, name=package.name)
+    sidecars = _sidecar_files(package, record)
     if record.trained is False and not allow_untrained:
         raise DiarizeError(
             f"{package.name} holds untrained ({record.source.get('location')}) weights; "
@@ -81,7 +86,43 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
         "tree_sha256": tree,
         "files": files,
         "validation": _validation_summary(report),
+        "sidecars": {path.name: _file_sha256(path) for path in sidecars},
     }
+
+
+def _spec_of(record: PackageRecord):
+    """The registry's declaration of a package's model (None for a model it does not know)."""
+    from coreml_diarize.models import registry
+
+    return registry().get(record.model)
+
+
+def _sidecar_files(package: Path, record: PackageRecord) -> list[Path]:
+    """The sidecar files the package's model declares, which must lie beside the package."""
+    spec = _spec_of(record)
+    paths = [package.parent / name for name in sorted(spec.sidecars)] if spec else []
+    missing = [p.name for p in paths if not p.is_file()]
+    if missing:
+        raise DiarizeError(
+            f"{package.name} needs {', '.join(missing)} beside it (written by convert/build)"
+        )
+    return paths
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _profile(records_models: list[str]) -> str | None:
+    """The one profile every bundled model belongs to (None if there is no single one)."""
+    from coreml_diarize.models import registry
+
+    specs = registry()
+    chains = [set(specs[m].chains) if m in specs else set() for m in records_models]
+    common = set.intersection(*chains) if chains else set()
+    return next(iter(common)) if len(common) == 1 else None
 
 
 def _record_fields(record: PackageRecord) -> dict:
@@ -129,6 +170,7 @@ def build_manifest(packages: list[Path], *, allow_untrained: bool = False) -> di
     first = entries[0]
     return {
         "schema_version": SCHEMA_VERSION,
+        "profile": _profile([e["model"] for e in entries]),
         "toolkit": first["toolkit"],
         "versions": first["versions"],
         "trained": all(
@@ -152,6 +194,16 @@ def _readme(manifest: dict) -> str:
     if not manifest["trained"]:
         lines += [
             "**These packages hold UNTRAINED (seeded random) weights: for testing only.**",
+            "",
+        ]
+    sidecars = sorted({name for a in manifest["artifacts"] for name in a.get("sidecars", {})})
+    if sidecars:
+        lines += [f"Beside the packages: {', '.join(f'`{n}`' for n in sidecars)}.", ""]
+    if manifest.get("profile") == "offline":
+        lines += [
+            "FluidAudio's offline diarizer loads `Segmentation`, `FBank`, `Embedding` and `PldaRho`",
+            "as compiled `.mlmodelc` plus `plda-parameters.json` from `<models>/speaker-diarization/`:",
+            "copy the variant you ship (e.g. `Segmentation_palettize8.mlmodelc`) under its plain name.",
             "",
         ]
     lines += [
@@ -209,6 +261,8 @@ def make_bundle(
             manifest["artifacts"], sorted(packages, key=lambda p: Path(p).name), strict=True
         ):
             shutil.copytree(package, tmp / entry["name"])
+            for sidecar in entry["sidecars"]:
+                shutil.copyfile(Path(package).parent / sidecar, tmp / sidecar)
             if golden is not None:
                 entry["golden"] = add_golden(Path(golden), tmp, entry["name"])
             if compile_models:
@@ -275,6 +329,12 @@ def verify_bundle(bundle: Path) -> list[str]:
             problems.append(f"{entry['name']}/{rel}: not in manifest")
         if tree != entry["tree_sha256"] and not problems:
             problems.append(f"{entry['name']}: tree hash mismatch")
+        for sidecar, sha in sorted(entry.get("sidecars", {}).items()):
+            path = bundle / sidecar
+            if not path.is_file():
+                problems.append(f"{sidecar}: missing")
+            elif _file_sha256(path) != sha:
+                problems.append(f"{sidecar}: SHA-256 mismatch")
         if isinstance(entry.get("golden"), dict):
             from .golden import verify_golden_entry
 

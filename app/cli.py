@@ -119,6 +119,12 @@ def _weight_families() -> list[str]:
     return list(dict.fromkeys(s.weights.name for s in registry().values() if s.weights))
 
 
+def _profiles() -> tuple[str, ...]:
+    from .build import profiles
+
+    return profiles()
+
+
 def _source_options(f):
     """--source, one --<family>-source per weight family of the registry, --trust-checkpoint
     and --hf-cache; the command receives `sources`: family -> source (default --source)."""
@@ -234,6 +240,8 @@ def convert(
         click.echo(
             f"{result.path}  {result.size_bytes / 1e6:.2f} MB  {result.precision}  {result.seconds:.1f} s"
         )
+        for sidecar in result.sidecars:
+            click.echo(f"{sidecar}")
 
 
 @main.command()
@@ -245,6 +253,13 @@ def convert(
     default=Path("artifacts"),
     show_default=True,
 )
+@click.option(
+    "--profile",
+    type=click.Choice(_profiles()),
+    default="online",
+    show_default=True,
+    help="Model set: online (3.1-style chain) or offline (community-1, FluidAudio's offline set).",
+)
 @backend_option
 @click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
@@ -253,11 +268,12 @@ def build(
     trust_checkpoint: bool,
     hf_cache: Path | None,
     out_dir: Path,
+    profile: str,
     backend: str,
     no_quantize: bool,
     allow_untrained: bool,
 ) -> None:
-    """Convert every model, quantize, validate every package, bundle (what `make models` runs)."""
+    """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
     import time
 
     from coreml_diarize.atomic import ensure_writable_dir
@@ -270,6 +286,7 @@ def build(
     summary = build_all(
         out_dir,
         sources=sources,
+        profile=profile,
         quantize=not no_quantize,
         backend=backend,
         allow_untrained=allow_untrained,
@@ -282,6 +299,8 @@ def build(
     )
     for package in summary.packages:
         click.echo(f"  {package.name:48} {package_size(package) / 1e6:7.2f} MB")
+    for sidecar in summary.sidecars:
+        click.echo(f"  {sidecar.name}")
     click.echo(f"bundle: {summary.bundle}\nzip:    {summary.zip_path}")
 
 

@@ -6,6 +6,7 @@ shapes, wrapper, descriptions) and the `BuildContext` (weights, geometry, option
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,7 @@ class ConversionResult:
     precision: str
     seconds: float
     size_bytes: int
+    sidecars: tuple[Path, ...] = ()  # the spec's JSON files written beside the package
 
 
 def trace_inputs(spec, geometry, seed: int = 0) -> tuple:
@@ -171,4 +173,16 @@ def convert_model(spec, ctx, out_dir: Path, *, filename: str | None = None) -> C
         precision=ctx.options.precision,
         seconds=time.perf_counter() - start,
         size_bytes=package_size(target),
+        sidecars=write_sidecars(spec, ctx, Path(out_dir)),
     )
+
+
+def write_sidecars(spec, ctx, out_dir: Path) -> tuple[Path, ...]:
+    """The spec's JSON files beside its package: atomic, and deterministic (sorted keys)."""
+    written = []
+    for name, content in sorted(spec.sidecars.items()):
+        target = Path(out_dir) / name
+        with atomic_path(target) as tmp:
+            tmp.write_text(json.dumps(content(ctx), indent=2, sort_keys=True) + "\n")
+        written.append(target)
+    return tuple(written)
