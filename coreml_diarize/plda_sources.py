@@ -39,9 +39,12 @@ from __future__ import annotations
 
 import hashlib
 import zipfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from .errors import SourceError
 
 TRANSFORM_FILE = "xvec_transform.npz"  # pyannote's PLDA.from_pretrained file names
 PLDA_FILE = "plda.npz"
@@ -128,3 +131,59 @@ def plda_files_sha256(directory: str | Path) -> str:
                 digest.update(f"{name}:{key}:{array.dtype.str}:{array.shape};".encode())
                 digest.update(array.tobytes())
     return digest.hexdigest()
+
+
+# The arrays each file must hold, by symbolic shape (E: embedding dim, L: LDA dim).
+EXPECTED_ARRAYS = {
+    TRANSFORM_FILE: {"mean1": ("E",), "mean2": ("L",), "lda": ("E", "L")},
+    PLDA_FILE: {"mu": ("L",), "tr": ("L", "L"), "psi": ("L",)},
+}
+
+
+def _read_npz(path: Path, keys: Mapping[str, tuple[str, ...]]) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise SourceError(f"PLDA file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            present = set(data.files)
+            missing = sorted(set(keys) - present)
+            if missing:
+                raise SourceError(
+                    f"PLDA file {path} lacks {', '.join(missing)} (has {', '.join(sorted(present))})"
+                )
+            return {key: np.asarray(data[key]) for key in keys}
+    except SourceError:
+        raise
+    except Exception as exc:  # not a zip, truncated, pickled objects...
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
+        raise SourceError(f"corrupt PLDA file {path}: {detail}") from exc
+
+
+def check_plda_files(directory: str | Path) -> tuple[int, int]:
+    """Check `xvec_transform.npz` and `plda.npz` in `directory` before pyannote loads them:
+    every array present, numeric, finite, with consistent shapes, psi > 0. Returns (E, L);
+    anything else is one clear SourceError (pyannote itself would fail deep inside vbx_setup,
+    or silently compute NaN)."""
+    directory = Path(directory)
+    arrays = {name: _read_npz(directory / name, keys) for name, keys in EXPECTED_ARRAYS.items()}
+    lda = arrays[TRANSFORM_FILE]["lda"]
+    if lda.ndim != 2 or not 0 < lda.shape[1] <= lda.shape[0]:
+        raise SourceError(
+            f"PLDA file {directory / TRANSFORM_FILE}: lda must be (E, L) with 0 < L <= E, "
+            f"got shape {lda.shape}"
+        )
+    sizes = {"E": lda.shape[0], "L": lda.shape[1]}
+    for name, keys in EXPECTED_ARRAYS.items():
+        for key, dims in keys.items():
+            array = arrays[name][key]
+            expected = tuple(sizes[d] for d in dims)
+            where = f"PLDA file {directory / name}: {key}"
+            if array.shape != expected:
+                raise SourceError(f"{where} has shape {array.shape}, expected {expected}")
+            if not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+                raise SourceError(f"{where} has dtype {array.dtype}, expected real numbers")
+            if not np.all(np.isfinite(array)):
+                raise SourceError(f"{where} holds NaN or infinite values")
+    if not np.all(arrays[PLDA_FILE]["psi"] > 0):
+        raise SourceError(f"PLDA file {directory / PLDA_FILE}: psi must be positive")
+    return sizes["E"], sizes["L"]

@@ -128,8 +128,17 @@ class PackageRecord:
         value = self.source.get("trained")
         return {"true": True, "false": False}.get(value) if value is not None else None
 
+    @property
+    def source_files(self) -> dict[str, str]:
+        """Path of each weights file within the source -> its SHA-256 (the `source.files`
+        JSON); empty for random weights, weightless models and packages that predate it."""
+        files = _json(self.source.get("files"), {})
+        return {str(k): str(v) for k, v in files.items()} if isinstance(files, dict) else {}
+
     def source_text(self) -> str | None:
-        """The `--source` string that rebuilds these weights, from the provenance."""
+        """The `--source` string that rebuilds these weights, from the provenance. For a
+        pipeline source (a repo or directory with one subfolder per family) that is the whole
+        source: the family picks its own subfolder again."""
         kind = self.source.get("kind")
         location = self.source.get("location", "")
         if kind == "random":

@@ -1,24 +1,38 @@
 """Weight sources: seeded random (calibrated), a local pyannote checkpoint, or the HF hub cache.
 
 Every converter gets its weights here, and every artifact records where they came from
-(`Provenance`). Loading a real checkpoint goes through pyannote's own `Model.from_pretrained`,
-after a safe pre-check: pyannote unpickles with `weights_only=False`, which can execute code, so
-a checkpoint must first load with torch's restricted unpickler (plus an allow-list of pyannote's
-plain data classes) unless the user explicitly trusts it.
+(`Provenance`: the source, its revision, and the SHA-256 of every file the weights came from).
+
+A source may hold one model or a whole pipeline. A pipeline source, laid out like
+`pyannote/speaker-diarization-community-1` (`segmentation/pytorch_model.bin`,
+`embedding/pytorch_model.bin`, `plda/xvec_transform.npz`, `plda/plda.npz`), is one source for
+every family: each family takes its own subfolder (`<family>/`) when there is one, else the
+files at the source's root (a single-model repo such as pyannote/segmentation-3.0, or a plain
+checkpoint directory). The PLDA family is pyannote's `PLDA` object, loaded with pyannote's own
+`PLDA.from_pretrained` after the npz files are checked (`plda_sources.check_plda_files`).
+
+Loading a real checkpoint goes through pyannote's own `Model.from_pretrained`, after a safe
+pre-check: pyannote unpickles with `weights_only=False`, which can execute code, so a checkpoint
+must first load with torch's restricted unpickler (plus an allow-list of pyannote's plain data
+classes) unless the user explicitly trusts it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import json
 import os
 import pickle
 import re
 import zipfile
-from dataclasses import asdict, dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from . import plda_sources
 from .errors import SourceError
 from .specs import WeightFamily
 
@@ -62,14 +76,17 @@ class Provenance:
     kind: str  # random | local | hf
     location: str  # random-init:<seed> | file path | hf repo id
     revision: str | None  # hub commit, when known
-    sha256: str | None  # of the checkpoint file
+    sha256: str | None  # of the weights: `files_digest(files)`
     seed: int | None
     trained: bool
     calibration: str | None = None  # how random weights were calibrated
     trained_on: str | None = None  # what a test-fixture checkpoint says it was trained on
+    # path of each file within the source (e.g. "plda/plda.npz") -> its SHA-256
+    files: Mapping[str, str] = field(default_factory=dict)
 
     def as_metadata(self) -> dict[str, str]:
-        """Flat string metadata for the mlpackage (Core ML user-defined keys are strings)."""
+        """Flat string metadata for the mlpackage (Core ML user-defined keys are strings);
+        `source.files` is compact JSON (path -> SHA-256), absent for random weights."""
         ref = f"random-init:{self.seed}" if self.kind == "random" else (self.sha256 or "")
         out = {
             "source.kind": self.kind,
@@ -78,6 +95,8 @@ class Provenance:
             "source.sha256": ref,
             "source.trained": "true" if self.trained else "false",
         }
+        if self.files:
+            out["source.files"] = files_metadata(self.files)
         if self.calibration:
             out["source.calibration"] = self.calibration
         if self.trained_on:
@@ -88,15 +107,43 @@ class Provenance:
         return asdict(self)
 
 
+def files_metadata(files: Mapping[str, str]) -> str:
+    """The `source.files` value: compact JSON, keys sorted (equal files give equal bytes)."""
+    return json.dumps(dict(files), sort_keys=True, separators=(",", ":"))
+
+
+def files_digest(files: Mapping[str, str]) -> str:
+    """One SHA-256 for the weights of one family, from its files' SHA-256s.
+
+    One file (a checkpoint): that file's own SHA-256. Several (the PLDA's two npz files): the
+    SHA-256 of `<file name>:<sha256>\n` lines in file-name order. File names, not paths within
+    the source, so the same files give the same digest from a pipeline source (`plda/...`) and
+    from a plain directory; it changes when any file changes.
+    """
+    if len(files) == 1:
+        return next(iter(files.values()))
+    lines = sorted(f"{Path(path).name}:{sha}\n" for path, sha in files.items())
+    return hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 @dataclass
 class LoadedWeights:
     family: str
-    model: Any  # a pyannote.audio Model, in eval mode
+    model: Any  # a pyannote.audio Model in eval mode, or a pyannote PLDA
     provenance: Provenance
 
 
 def parse_source(text: str) -> SourceSpec:
-    """`random[:SEED]`, `hf:OWNER/REPO[@REVISION]`, or a path to a checkpoint file/directory."""
+    """`random[:SEED]`, `hf:OWNER/REPO[@REVISION]`, or a path to a checkpoint file/directory
+    (a pipeline directory included)."""
     text = (text or "").strip()
     if not text:
         raise SourceError(
@@ -122,23 +169,66 @@ def load_weights(
     trust_checkpoint: bool = False,
     cache_dir: Path | None = None,
 ) -> LoadedWeights:
-    """Load `family`'s weights (a WeightFamily or its name) from `source`, in eval mode."""
-    family = weight_family(family).name
+    """Load `family`'s weights (a WeightFamily or its name) from `source`, in eval mode.
+
+    A local directory or hub repo with a `<family>/` subfolder is a pipeline source: the family
+    takes its files from there (see the module docstring)."""
+    fam = weight_family(family)
     spec = parse_source(source) if isinstance(source, str) else source
     if spec.kind == "random":
-        return _load_random(family, spec.seed if spec.seed is not None else DEFAULT_SEED)
+        return _load_random(fam, spec.seed if spec.seed is not None else DEFAULT_SEED)
     if spec.kind == "hf":
-        path, revision = _hub_checkpoint(spec, cache_dir)
-        model, sha, trained_on = _load_checkpoint(family, path, trust_checkpoint)
-        prov = Provenance(
-            family, "hf", spec.repo or "", revision, sha, None, True, trained_on=trained_on
-        )
-        return LoadedWeights(family, model, prov)
-    assert spec.path is not None
-    path = spec.path / CHECKPOINT_NAME if spec.path.is_dir() else spec.path
-    model, sha, trained_on = _load_checkpoint(family, path, trust_checkpoint)
-    prov = Provenance(family, "local", str(spec.path), None, sha, None, True, trained_on=trained_on)
-    return LoadedWeights(family, model, prov)
+        paths, revision = _hub_files(spec, fam, cache_dir)
+        location = spec.repo or ""
+    else:
+        assert spec.path is not None
+        paths, revision = _local_files(spec.path, fam), None
+        location = str(spec.path)
+    if fam.load_files is not None:
+        model, trained_on = fam.load_files(_common_folder(paths.values())), None
+    else:
+        (path,) = paths.values()
+        model, trained_on = _load_checkpoint(fam.name, path, trust_checkpoint)
+    files = {rel: file_sha256(path) for rel, path in paths.items()}
+    prov = Provenance(
+        fam.name,
+        spec.kind,
+        location,
+        revision,
+        files_digest(files),
+        None,
+        True,
+        trained_on=trained_on,
+        files=files,
+    )
+    return LoadedWeights(fam.name, model, prov)
+
+
+def _local_files(path: Path, fam: WeightFamily) -> dict[str, Path]:
+    """Path within the source -> local file, for each of the family's files: from
+    `<dir>/<family>/` if that folder exists, else from `<dir>/`; a file path stands for itself
+    (single-file families only). Other missing files are reported by the loaders."""
+    if path.is_dir():
+        if (path / fam.name).is_dir():
+            return {f"{fam.name}/{name}": path / fam.name / name for name in fam.files}
+        if not any((path / name).exists() for name in fam.files):
+            first = fam.files[0]
+            raise SourceError(f"no {fam.name}/{first} (or {first}) in {path}")
+        return {name: path / name for name in fam.files}
+    if len(fam.files) == 1:
+        return {path.name: path}
+    if not path.exists():
+        raise SourceError(f"{fam.architecture} source not found: {path}")
+    raise SourceError(
+        f"{fam.architecture} source must be a directory holding {' and '.join(fam.files)}: {path}"
+    )
+
+
+def _common_folder(paths: Iterable[Path]) -> Path:
+    folders = {Path(p).parent for p in paths}
+    if len(folders) != 1:  # pragma: no cover - both resolvers keep a family in one folder
+        raise SourceError(f"files of one family in different folders: {sorted(map(str, folders))}")
+    return folders.pop()
 
 
 # --- architectures -------------------------------------------------------------------------
@@ -184,14 +274,58 @@ def _pyannet_geometry(model, embedding_batch: int):
     return segmentation_geometry(model, embedding_batch=embedding_batch)
 
 
+def load_plda(directory: str | Path):
+    """pyannote's PLDA from a folder holding xvec_transform.npz and plda.npz, through
+    pyannote's own `PLDA.from_pretrained`, after `plda_sources.check_plda_files`."""
+    directory = Path(directory)
+    plda_sources.check_plda_files(directory)
+    quiet_pyannote()
+    from pyannote.audio.core.plda import PLDA
+
+    try:
+        plda = PLDA.from_pretrained(str(directory))
+    except Exception as exc:  # e.g. a singular `tr`: numpy's LinAlgError inside vbx_setup
+        raise SourceError(f"cannot load PLDA from {directory}: {_first_line(str(exc))}") from exc
+    if plda is None:  # pragma: no cover - from_pretrained returns None only for hub misses
+        raise SourceError(f"cannot load PLDA from {directory}")
+    return plda
+
+
+def random_plda(seed: int):
+    """(pyannote PLDA, calibration note): seeded random files (plda_sources), deterministic
+    for a seed, loaded like any other PLDA folder."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="coreml-diarize-plda-") as tmp:
+        plda_sources.random_plda_files(tmp, seed)
+        plda = load_plda(tmp)
+    return plda, plda_sources.CALIBRATION
+
+
 # The weight families, declared once; the registry's ModelSpecs point at them.
 SEGMENTATION_WEIGHTS = WeightFamily(
-    "segmentation", "PyanNet", _build_pyannet, _calibrate_segmentation, _pyannet_geometry
+    "segmentation",
+    "PyanNet",
+    _build_pyannet,
+    _calibrate_segmentation,
+    _pyannet_geometry,
+    files=(CHECKPOINT_NAME,),
 )
 EMBEDDING_WEIGHTS = WeightFamily(
-    "embedding", "WeSpeakerResNet34", _build_wespeaker, _calibrate_embedding
+    "embedding",
+    "WeSpeakerResNet34",
+    _build_wespeaker,
+    _calibrate_embedding,
+    files=(CHECKPOINT_NAME,),
 )
-FAMILIES = {f.name: f for f in (SEGMENTATION_WEIGHTS, EMBEDDING_WEIGHTS)}
+PLDA_WEIGHTS = WeightFamily(
+    "plda",
+    "PLDA",
+    files=(plda_sources.TRANSFORM_FILE, plda_sources.PLDA_FILE),
+    load_files=load_plda,
+    load_random=random_plda,
+)
+FAMILIES = {f.name: f for f in (SEGMENTATION_WEIGHTS, EMBEDDING_WEIGHTS, PLDA_WEIGHTS)}
 
 
 def weight_family(family: str | WeightFamily) -> WeightFamily:
@@ -205,8 +339,11 @@ def weight_family(family: str | WeightFamily) -> WeightFamily:
 
 def build_architecture(family: str | WeightFamily):
     """The untrained architecture (pyannote's default init from torch's current RNG)."""
+    fam = weight_family(family)
+    if fam.build is None:
+        raise SourceError(f"{fam.name} weights have no architecture to build (use random[:SEED])")
     quiet_pyannote()
-    return weight_family(family).build()
+    return fam.build()
 
 
 def quiet_pyannote() -> None:
@@ -214,17 +351,20 @@ def quiet_pyannote() -> None:
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
 
 
-def _load_random(family: str, seed: int) -> LoadedWeights:
-    import torch
+def _load_random(fam: WeightFamily, seed: int) -> LoadedWeights:
+    if fam.load_random is not None:
+        model, note = fam.load_random(seed)
+    else:
+        import torch
 
-    from .calibration import calibrate
+        from .calibration import calibrate
 
-    with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
-        torch.manual_seed(seed)
-        model = build_architecture(family)
-    note = calibrate(weight_family(family), model)
-    prov = Provenance(family, "random", f"random-init:{seed}", None, None, seed, False, note)
-    return LoadedWeights(family, model, prov)
+        with torch.random.fork_rng(devices=[]):  # leave the caller's RNG untouched
+            torch.manual_seed(seed)
+            model = build_architecture(fam)
+        note = calibrate(fam, model)
+    prov = Provenance(fam.name, "random", f"random-init:{seed}", None, None, seed, False, note)
+    return LoadedWeights(fam.name, model, prov)
 
 
 # --- checkpoints ---------------------------------------------------------------------------
@@ -281,7 +421,7 @@ def _load_checkpoint(family: str, path: Path, trust: bool):
     if model is None or type(model).__name__ != expected:
         got = type(model).__name__ if model is not None else "nothing"
         raise SourceError(f"checkpoint {path} holds {got}, expected {expected}")
-    return model.eval(), hashlib.sha256(data).hexdigest(), trained_on
+    return model.eval(), trained_on
 
 
 def _check_architecture(family: str, path: Path, checkpoint: Any) -> None:
@@ -330,13 +470,18 @@ def save_pyannote_checkpoint(model, path: Path) -> Path:
     }
     try:
         model.on_save_checkpoint(checkpoint)
-    except Exception:  # models without a task have no specifications to record
+    except Exception:  # models without a task (WeSpeaker) have no specifications to record
         from pyannote.audio import __version__
+        from pyannote.audio.core.task import Problem, Resolution, Specifications
 
         checkpoint["pyannote.audio"] = {
             "versions": {"pyannote.audio": __version__},
             "architecture": {"module": type(model).__module__, "class": type(model).__name__},
-            "specifications": None,
+            # what pyannote's own wespeaker/convert.py records (its duration: "whatever"):
+            # Model.from_pretrained refuses a checkpoint without specifications
+            "specifications": Specifications(
+                problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0
+            ),
         }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -347,11 +492,31 @@ def save_pyannote_checkpoint(model, path: Path) -> Path:
 # --- hub -----------------------------------------------------------------------------------
 
 
-def _hub_checkpoint(spec: SourceSpec, cache_dir: Path | None) -> tuple[Path, str | None]:
-    """Resolve `hf:` through huggingface_hub, honouring HF_HUB_OFFLINE and the cache."""
+def _hub_files(
+    spec: SourceSpec, fam: WeightFamily, cache_dir: Path | None
+) -> tuple[dict[str, Path], str | None]:
+    """(path in the repo -> local cached file, commit) for the family's files: from the
+    repo's `<family>/` folder if its first file is there, else from the repo root. Every file
+    of a family comes from one folder and one commit (the first file's)."""
+    first, *rest = fam.files
+    path, revision, rel = _hub_file(spec, [f"{fam.name}/{first}", first], cache_dir)
+    pinned = dataclasses.replace(spec, revision=revision or spec.revision)
+    folder = rel[: -len(first)]
+    paths = {rel: path}
+    for name in rest:
+        paths[folder + name] = _hub_file(pinned, [folder + name], cache_dir)[0]
+    return paths, revision
+
+
+def _hub_file(
+    spec: SourceSpec, filenames: Sequence[str], cache_dir: Path | None
+) -> tuple[Path, str | None, str]:
+    """The first of `filenames` the repo has, through huggingface_hub (honouring
+    HF_HUB_OFFLINE, the cache and HF_TOKEN): (local path, commit, filename)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import (
         EntryNotFoundError,
+        GatedRepoError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -361,27 +526,42 @@ def _hub_checkpoint(spec: SourceSpec, cache_dir: Path | None) -> tuple[Path, str
     cache = cache_dir or os.environ.get("HF_HUB_CACHE") or None
     token = os.environ.get("HF_TOKEN") or None
     where = f"{spec.repo}" + (f"@{spec.revision}" if spec.revision else "")
-    try:
-        local = hf_hub_download(
-            repo_id=spec.repo,
-            filename=CHECKPOINT_NAME,
-            revision=spec.revision,
-            cache_dir=cache,
-            token=token,
-            local_files_only=offline,
-        )
-    except LocalEntryNotFoundError as exc:
+    wanted = filenames[0] + "".join(f" (or {name})" for name in filenames[1:])
+    not_cached = False
+    for filename in filenames:
+        try:
+            local = hf_hub_download(
+                repo_id=spec.repo,
+                filename=filename,
+                revision=spec.revision,
+                cache_dir=cache,
+                token=token,
+                local_files_only=offline,
+            )
+        except LocalEntryNotFoundError:  # not cached, hub unreachable: maybe the next is cached
+            not_cached = True
+            continue
+        except GatedRepoError as exc:
+            raise SourceError(
+                f"hub repo {where} is gated: accept its terms on the hub and set HF_TOKEN"
+            ) from exc
+        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
+            raise SourceError(f"hub repo {where} or its {wanted} was not found") from exc
+        except EntryNotFoundError:  # the hub says the repo has no such file
+            continue
+        except Exception as exc:  # network errors, bad tokens...: never print the token itself
+            raise SourceError(
+                f"cannot fetch {where} from the hub: {exc.__class__.__name__}"
+            ) from exc
+        path = Path(local)
+        match = re.search(r"snapshots/([0-9a-f]{40})/", path.as_posix())
+        return path, (match.group(1) if match else spec.revision), filename
+    if not_cached:
         raise SourceError(
-            f"hub repo {where} is not in the local cache and the hub cannot be reached"
-            + (" (HF_HUB_OFFLINE is set)" if offline else "")
-        ) from exc
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError) as exc:
-        raise SourceError(f"hub repo {where} or its {CHECKPOINT_NAME} was not found") from exc
-    except Exception as exc:  # network errors, bad tokens...: never print the token itself
-        raise SourceError(f"cannot fetch {where} from the hub: {exc.__class__.__name__}") from exc
-    path = Path(local)
-    match = re.search(r"snapshots/([0-9a-f]{40})/", path.as_posix())
-    return path, match.group(1) if match else spec.revision
+            f"hub repo {where} is not in the local cache with {wanted}, and the hub cannot be"
+            " reached" + (" (HF_HUB_OFFLINE is set)" if offline else "")
+        )
+    raise SourceError(f"hub repo {where} has no {wanted}")
 
 
 # --- geometry ------------------------------------------------------------------------------

@@ -41,6 +41,16 @@ class Geometry:
     frame_step_s: float  # seconds between segmentation frames
     embedding_batch: int = 3  # speaker slots per wespeaker call (the contract's 3)
 
+    @property
+    def fbank_frames(self) -> int:
+        """Kaldi fbank frames per chunk for WeSpeaker's front end (25 ms windows every 10 ms,
+        snip_edges): 998 for 10 s at 16 kHz. The same integer arithmetic as
+        wrappers.fbank.KaldiFbankOptions.num_frames, which the FBank / Embedding wrappers
+        check against the loaded model's own hparams."""
+        window = int(self.sample_rate * 25.0 * 0.001)
+        shift = int(self.sample_rate * 10.0 * 0.001)
+        return 1 + (self.samples - window) // shift
+
     def resolve(self, shape: tuple[Dim, ...]) -> tuple[int, ...]:
         return tuple(d if isinstance(d, int) else int(getattr(self, d)) for d in shape)
 
@@ -113,14 +123,24 @@ class Options:
 class WeightFamily:
     """One kind of pyannote model whose weights the toolkit loads (declared in sources.py):
     how its untrained architecture is built, which class a checkpoint must hold, how seeded
-    random weights are calibrated, and, for the model that defines them, the shared sizes."""
+    random weights are calibrated, and, for the model that defines them, the shared sizes.
 
-    name: str  # "segmentation" | "embedding": also the CLI's --<name>-source option
+    Torch families (a pyannote checkpoint) set `build` and `calibrate`; families whose weights
+    are plain files (the PLDA's two npz files) set `load_files` and `load_random` instead."""
+
+    name: str  # "segmentation" | "embedding" | "plda": also the CLI's --<name>-source option
     architecture: str  # the pyannote class a checkpoint must hold
-    build: Callable[[], Any]  # untrained architecture from torch's current RNG, in eval mode
-    calibrate: Callable[[Any, Any], None]  # (model, calibration audio) -> None, in place
+    build: Callable[[], Any] | None = None  # untrained architecture from torch's current RNG
+    calibrate: Callable[[Any, Any], None] | None = None  # (model, calibration audio), in place
     # model, embedding_batch -> Geometry, for the family the shared sizes come from
     geometry: Callable[[Any, int], Geometry] | None = None
+    # the files a source holds for this family: in its `<name>/` subfolder of a pipeline
+    # source (community-1's layout), else at the source's root
+    files: tuple[str, ...] = ("pytorch_model.bin",)
+    # local directory holding `files` -> the loaded model (None: a pyannote checkpoint)
+    load_files: Callable[[Any], Any] | None = None
+    # seed -> (model, calibration note) (None: `build` from a seeded RNG, then `calibrate`)
+    load_random: Callable[[int], tuple[Any, str]] | None = None
 
 
 @dataclass(frozen=True)
