@@ -135,7 +135,11 @@ def _record_fields(record: PackageRecord) -> dict:
         "compute_units": intended_compute_units(record.precision),
         "recipe": dict(record.recipe),
         "thresholds": dict(record.thresholds),
-        "source": dict(record.source),
+        # the per-file hashes as an object, not the metadata's JSON string
+        "source": {
+            **record.source,
+            **({"files": record.source_files} if record.source_files else {}),
+        },
         "toolkit": {"version": record.toolkit_version, "git_revision": record.git_revision},
         "versions": dict(record.versions),
     }

@@ -391,12 +391,19 @@ def _source_row(source: dict) -> tuple[str, str, str, str, str]:
     kind = source.get("kind", "?")
     if kind == "none":
         return ("none", "no weights (tensor ops only)", "—", "—", "n/a")
+    files = source.get("files") if isinstance(source.get("files"), dict) else {}
+    # a pipeline source (community-1) holds one subfolder per weight family
+    in_folder = ", ".join(f"`{f}`" for f in sorted(files) if "/" in f)
     if kind == "random":
         where = f"seeded random init ({source.get('sha256', '')})"
     elif kind == "hf":
         where = f"[{source.get('location')}](https://huggingface.co/{source.get('location')})"
+    elif in_folder:
+        where = f"local pipeline directory `{source.get('location')}`"
     else:
         where = f"local checkpoint `{source.get('location')}`"
+    if in_folder:
+        where += f": {in_folder}"
     sha = source.get("sha256") or "—"
     return (kind, where, source.get("revision") or "—", f"`{sha}`", source.get("trained", "?"))
 

@@ -455,3 +455,19 @@ def test_missing_bundle_and_bad_repo(tmp_path, monkeypatch):
     result = _cli(["publish", str(tmp_path), "--repo", "not-a-repo-id", "--dry-run"])
     assert result.exit_code == 2 and "OWNER/NAME" in _one_error_line(result)
     assert hub.calls == []
+
+
+def test_model_card_names_the_files_of_a_pipeline_source():
+    """A community-1 directory is one source for several families: the card names the file
+    each package came from, not a "checkpoint"."""
+    from coreml_diarize.app.publish import _source_row
+
+    files = {"plda/plda.npz": "a" * 64, "plda/xvec_transform.npz": "b" * 64}
+    source = {"kind": "local", "location": "/m/community-1", "files": files, "trained": "true"}
+    kind, where, _, _, trained = _source_row(source)
+    assert kind == "local" and trained == "true"
+    assert where == (
+        "local pipeline directory `/m/community-1`: `plda/plda.npz`, `plda/xvec_transform.npz`"
+    )
+    plain = {"kind": "local", "location": "/m/seg.bin", "files": {"seg.bin": "c" * 64}}
+    assert _source_row(plain)[1] == "local checkpoint `/m/seg.bin`"
