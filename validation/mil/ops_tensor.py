@@ -57,6 +57,11 @@ def _concat(c: OpCall) -> np.ndarray:
         shape = list(values[0].shape)
         shape[ax] = -1
         return stacked.reshape(shape)
+    if all(v.ndim == 0 for v in values):
+        # MIL concatenates scalars into a vector, one element each (coremltools' concat
+        # type_inference: a rank-0 value counts 1 along the axis); converted LSTMs with a
+        # flexible batch build their state shape this way
+        return np.stack(values)
     return np.concatenate(values, axis=axis)
 
 

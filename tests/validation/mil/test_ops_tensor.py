@@ -147,6 +147,11 @@ def _builder_cases():  # type: ignore[no-untyped-def]
                 mb.range_1d(start=1, end=9, step=3),
                 mb.sliding_windows(x=x, axis=2, size=2, stride=1),
                 mb.reverse(x=x, axes=[0, 2]),
+                # scalars concatenate into a vector (a flexible-batch LSTM's state shape)
+                mb.concat(
+                    values=[np.int32(8), mb.gather(x=mb.shape(x=x), indices=0, axis=0), 128],
+                    axis=0,
+                ),
             ),
             lambda x: (
                 x[:, 1:3, 1:3],
@@ -158,6 +163,7 @@ def _builder_cases():  # type: ignore[no-untyped-def]
                 np.array([1, 4, 7]),
                 np.stack([x[:, :, i : i + 2] for i in range(3)], 2),
                 x[::-1, :, ::-1],
+                np.array([8, 2, 128]),
             ),
         ),
         "sort_topk_variants": (
