@@ -47,20 +47,34 @@ def write_json(path: Path, payload) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
 
 
+def _pipelines() -> tuple[str, ...]:
+    from coreml_diarize.diarization.diarize import PIPELINE_NAMES
+
+    return PIPELINE_NAMES
+
+
 def chain_options(f):
-    """--models/--variant/--step: which packages the diarization chain runs, and how."""
+    """--models/--pipeline/--variant/--step: which packages the diarization chain runs, how."""
     f = click.option(
         "--step", "step_s", type=float, default=None, help="Window step in seconds (default 1 s)."
     )(f)
     f = click.option(
         "--variant", default=None, help="e.g. palettize8: use <stem>_<variant>.mlpackage."
     )(f)
+    f = click.option(
+        "--pipeline",
+        type=click.Choice(_pipelines()),
+        default="3.1",
+        show_default=True,
+        help="3.1: agglomerative clustering, the online set; "
+        "community-1: PLDA + VBx, the offline set (build --profile offline).",
+    )(f)
     return click.option(
         "--models",
         "models_dir",
         type=click.Path(path_type=Path),
         required=True,
-        help="Directory holding the five .mlpackages.",
+        help="Directory holding the pipeline's .mlpackages.",
     )(f)
 
 
@@ -690,6 +704,7 @@ def quantize(
 def diarize(
     audio: Path,
     models_dir: Path,
+    pipeline: str,
     backend: str,
     variant: str | None,
     rttm_out: Path | None,
@@ -705,6 +720,7 @@ def diarize(
     result = diarize_file(
         audio,
         models_dir,
+        pipeline=pipeline,
         backend=backend,
         variant=variant,
         step_s=step_s,
@@ -733,6 +749,7 @@ def diarize(
 def compare(
     audio: Path,
     models_dir: Path,
+    pipeline: str,
     reference: Path | None,
     json_path: Path | None,
     backend: str,
@@ -747,6 +764,7 @@ def compare(
     result = compare_file(
         audio,
         models_dir,
+        pipeline=pipeline,
         backend=backend,
         variant=variant,
         step_s=step_s,

@@ -396,6 +396,21 @@ class _Chain:
                 "speaker_db": self.step("embedding", DATABASE_OFFSET_S)[1]["embedding"],
                 "speaker_masks": self.step("postprocessor", offset)[1]["speaker_masks"],
             }
+        # the offline set (community-1): the same chunk through FBank -> Embedding -> PldaRho
+        elif key in ("offline-segmentation", "fbank"):
+            inputs = {"audio": audio}
+        elif key == "offline-embedding":
+            features = self.step("fbank", offset)[1]["fbank_features"]
+            masks = self.step("preprocessor", offset)[1]["mask"]  # overlap-free, per speaker
+            inputs = {"fbank_features": features, "weights": masks[:1]}
+        elif key == "plda-rho":
+            features = self.step("fbank", offset)[1]["fbank_features"]
+            masks = self.step("preprocessor", offset)[1]["mask"]
+            embeddings = [
+                self.run("offline-embedding", {"fbank_features": features, "weights": m[None]})
+                for m in masks
+            ]
+            inputs = {"embeddings": np.concatenate([e["embedding"] for e in embeddings])}
         else:
             raise DiarizeError(f"no golden chain input for model '{key}'")
         inputs = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in inputs.items()}
@@ -408,7 +423,9 @@ def _rows(x: np.ndarray, n: int) -> np.ndarray:
     return x[np.arange(n) % x.shape[0]]
 
 
-_FIRST_EXAMPLE = "the first of the model's validation inputs (golden.py defines no chain input for it)"
+_FIRST_EXAMPLE = (
+    "the first of the model's validation inputs (golden.py defines no chain input for it)"
+)
 _DESCRIPTIONS = {
     "segmentation": "10 s of pyannote.audio's bundled sample (sample.wav) from {offset:g} s",
     "embedding": "the chain's preprocessor output on 10 s of pyannote.audio's bundled sample "
@@ -417,6 +434,13 @@ _DESCRIPTIONS = {
     "bundled sample from {offset:g} s",
     "preprocessor": "10 s of pyannote.audio's bundled sample from {offset:g} s and the "
     "postprocessor reference's speaker masks on it",
+    "offline-segmentation": "10 s of pyannote.audio's bundled sample (sample.wav) from "
+    "{offset:g} s, batch 1",
+    "fbank": "10 s of pyannote.audio's bundled sample (sample.wav) from {offset:g} s",
+    "offline-embedding": "the FBank reference's features of 10 s of pyannote.audio's bundled "
+    "sample from {offset:g} s, weights: speaker 1's overlap-free mask from the segmentation",
+    "plda-rho": "the Embedding reference's embedding of each local speaker of 10 s of "
+    "pyannote.audio's bundled sample from {offset:g} s",
     "post-embedding": "the embedding reference's embeddings and the postprocessor reference's "
     "masks on 10 s of pyannote.audio's bundled sample from {offset:g} s; speaker_db: the "
     "embeddings of the chunk from {db:g} s",

@@ -6,6 +6,7 @@ converted here when no --models is given). Writes one JSON object:
 
     python benchmarks/bench_diarize.py --out bench.json [--models DIR] [--audio FILE]
         [--seconds 30] [--backend mil] [--variant palettize8] [--threads 1]
+        [--pipeline 3.1|community-1]
 
 `rtf_ratio_converted_over_torch` = converted wall time / PyTorch wall time (> 1: slower).
 Loading packages and weights is not timed; each pipeline's `apply` is.
@@ -25,13 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import emit  # noqa: E402
 
 
-def build_models(out: Path, source: str) -> None:
+def build_models(out: Path, source: str, chain: str) -> None:
+    """The fp32 packages of one chain (the registry's models whose `chains` name it)."""
     from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
     from coreml_diarize.models import registry
 
     for spec in registry().values():
-        convert_model(spec, make_context(spec, source=source), out)
+        if chain in spec.chains:
+            convert_model(spec, make_context(spec, source=source), out)
 
 
 def _arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -43,6 +46,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seconds", type=float, default=None, help="crop the audio")
     parser.add_argument("--backend", default="mil", choices=("auto", "mil", "coreml"))
     parser.add_argument("--variant", default=None)
+    parser.add_argument("--pipeline", default="3.1", help="3.1 | community-1")
     parser.add_argument("--step", type=float, default=None, help="window step (s)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (both sides)")
     return parser.parse_args(argv)
@@ -69,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from coreml_diarize.diarization.compare import compare_samples, torch_models_for
-    from coreml_diarize.diarization.diarize import ChainModels, find_packages
+    from coreml_diarize.diarization.diarize import ChainModels, find_packages, pipeline_recipe
     from coreml_diarize.mlpackage import quiet_coremltools
 
     if args.threads:
         torch.set_num_threads(args.threads)
     audio_path, samples, sample_rate, reference = _audio(args)
+    recipe = pipeline_recipe(args.pipeline)
 
     with tempfile.TemporaryDirectory() as tmp:
         models_dir = args.models
@@ -83,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             models_dir = Path(tmp)
             start = time.perf_counter()
             with quiet_coremltools():
-                build_models(models_dir, args.source)
+                build_models(models_dir, args.source, recipe.chain)
             build_seconds = time.perf_counter() - start
-        paths = find_packages(models_dir, args.variant)
+        paths = find_packages(models_dir, args.variant, chain=recipe.chain)
         torch_models = torch_models_for(paths)
         chain = ChainModels.load(paths, args.backend)
         result = compare_samples(
@@ -94,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
             torch_models,
             sample_rate=sample_rate,
             uri=audio_path.stem,
+            pipeline=recipe,
             step_s=args.step,
             reference=reference,
             progress=lambda line: print(line, file=sys.stderr),

@@ -1,4 +1,4 @@
-"""The five models, declared once each. Every stage reads these declarations (see specs.py).
+"""The models, declared once each (the online five and the offline four). Every stage reads these declarations (see specs.py).
 
 Each entry names its wrapper (wrappers/), its independent reference (validation/references*),
 its deterministic validation inputs and its tolerances per precision / compression recipe.
@@ -8,13 +8,16 @@ Heavy modules are imported inside the small adapter functions so listing specs s
 from __future__ import annotations
 
 from .errors import DiarizeError
-from .sources import EMBEDDING_WEIGHTS, SEGMENTATION_WEIGHTS
+from .sources import EMBEDDING_WEIGHTS, PLDA_WEIGHTS, SEGMENTATION_WEIGHTS
 from .specs import ModelSpec, TensorSpec, Tolerance
 
 # what `build` makes of each model with weights, beside its fp32 reference: the fp16 program and
 # 8-bit look-up tables inside an fp16 program (both can run on the Neural Engine)
 # the 3.1-style chain FluidAudio's online diarizer runs (../shared/contract.md)
 ONLINE = ("online",)
+# pyannote community-1's set as FluidAudio's OfflineDiarizerModels loads it
+# (docs/offline_contract.md): artifact stems are FluidAudio's ModelNames.OfflineDiarizer names
+OFFLINE = ("offline",)
 DEVICE_VARIANTS = ({"mode": "fp16"}, {"mode": "palettize", "nbits": 8})
 
 
@@ -27,6 +30,59 @@ def _lazy(module: str, name: str):
         return getattr(importlib.import_module(f"coreml_diarize.{module}"), name)(ctx)
 
     return call
+
+
+# segmentation (online and offline: one model, one set of tables)
+SEGMENTATION_TOLERANCES = {
+    # fp32, judged in probability space (docs/validation.md, "Segmentation fp32"): over
+    # 200 chunks (built-ins, pyannote's sample in 1 s steps, espeak-ng conversations; seeds
+    # 0-4, MIL executor) the worst max |exp(got) - exp(ref)| is 1.48e-3, as large as torch
+    # fp32 itself is from float64 (1.45e-3): the bound is 5x that worst case (the trained
+    # fixture's worst over 203 chunks: 2.2e-5). A fault of 1% of the weights x 1.01 moves
+    # probabilities by up to 0.98 (random:0) / 0.10 (trained fixture) on the built-in
+    # inputs. Log-prob max abs reached 8.4e-3 (any fixed log bound fails on near-impossible
+    # classes), so frames count for argmax only when their reference margin exceeds
+    # 0.05 nat, 3x the largest flip such an error can cause (2 x 8.4e-3); none flipped.
+    "fp32": {
+        "segments": Tolerance(
+            max_prob_abs=7.5e-3,
+            min_argmax_agreement=0.999,
+            argmax_margin=0.05,
+            min_reference_spread=0.05,
+        )
+    },
+    # Reduced precision: log-probs of near-impossible classes (-15 vs -13) make a max-abs
+    # bound meaningless, so these are judged by decisions (argmax on decisive frames: the
+    # reference's top class leads by >= 1 nat) and by the mean error relative to how much
+    # the output moves between inputs (docs/validation.md).
+    **{
+        recipe: {
+            "segments": Tolerance(
+                min_argmax_agreement=0.995,
+                argmax_margin=1.0,
+                max_relative_to_spread=0.02,
+                min_reference_spread=0.05,
+            )
+        }
+        for recipe in ("fp16", "palettize", "linear")
+    },
+}
+# Calibrated random weights are far more fragile than trained ones (1e-3 relative input
+# noise flips ~1/2 of their argmaxes). Measured over 200 chunks (seeds 0-4, built-ins,
+# pyannote's sample, synthetic conversations; docs/validation.md): palettize8 decisive
+# (1-nat) argmax agreement worst 0.983, error/spread worst 0.094. Bounds: 0.95 (3x the
+# worst disagreement) and 0.1. Counting near-ties (a 1e-3 margin) falsely failed 1 chunk.
+SEGMENTATION_UNTRAINED_TOLERANCES = {
+    recipe: {
+        "segments": Tolerance(
+            min_argmax_agreement=0.95,
+            argmax_margin=1.0,
+            max_relative_to_spread=0.1,
+            min_reference_spread=0.05,
+        )
+    }
+    for recipe in ("fp16", "palettize", "linear")
+}
 
 
 SEGMENTATION = ModelSpec(
@@ -48,61 +104,30 @@ SEGMENTATION = ModelSpec(
     build_wrapper=_lazy("wrappers.segmentation", "build_wrapper"),
     build_reference=_lazy("validation.reference_segmentation", "segmentation_reference"),
     example_inputs=_lazy("validation.reference_segmentation", "segmentation_inputs"),
-    tolerances={
-        # fp32, judged in probability space (docs/validation.md, "Segmentation fp32"): over
-        # 200 chunks (built-ins, pyannote's sample in 1 s steps, espeak-ng conversations; seeds
-        # 0-4, MIL executor) the worst max |exp(got) - exp(ref)| is 1.48e-3, as large as torch
-        # fp32 itself is from float64 (1.45e-3): the bound is 5x that worst case (the trained
-        # fixture's worst over 203 chunks: 2.2e-5). A fault of 1% of the weights x 1.01 moves
-        # probabilities by up to 0.98 (random:0) / 0.10 (trained fixture) on the built-in
-        # inputs. Log-prob max abs reached 8.4e-3 (any fixed log bound fails on near-impossible
-        # classes), so frames count for argmax only when their reference margin exceeds
-        # 0.05 nat, 3x the largest flip such an error can cause (2 x 8.4e-3); none flipped.
-        "fp32": {
-            "segments": Tolerance(
-                max_prob_abs=7.5e-3,
-                min_argmax_agreement=0.999,
-                argmax_margin=0.05,
-                min_reference_spread=0.05,
-            )
-        },
-        # Reduced precision: log-probs of near-impossible classes (-15 vs -13) make a max-abs
-        # bound meaningless, so these are judged by decisions (argmax on decisive frames: the
-        # reference's top class leads by >= 1 nat) and by the mean error relative to how much
-        # the output moves between inputs (docs/validation.md).
-        **{
-            recipe: {
-                "segments": Tolerance(
-                    min_argmax_agreement=0.995,
-                    argmax_margin=1.0,
-                    max_relative_to_spread=0.02,
-                    min_reference_spread=0.05,
-                )
-            }
-            for recipe in ("fp16", "palettize", "linear")
-        },
-    },
-    # Calibrated random weights are far more fragile than trained ones (1e-3 relative input
-    # noise flips ~1/2 of their argmaxes). Measured over 200 chunks (seeds 0-4, built-ins,
-    # pyannote's sample, synthetic conversations; docs/validation.md): palettize8 decisive
-    # (1-nat) argmax agreement worst 0.983, error/spread worst 0.094. Bounds: 0.95 (3x the
-    # worst disagreement) and 0.1. Counting near-ties (a 1e-3 margin) falsely failed 1 chunk.
-    untrained_tolerances={
-        recipe: {
-            "segments": Tolerance(
-                min_argmax_agreement=0.95,
-                argmax_margin=1.0,
-                max_relative_to_spread=0.1,
-                min_reference_spread=0.05,
-            )
-        }
-        for recipe in ("fp16", "palettize", "linear")
-    },
+    tolerances=SEGMENTATION_TOLERANCES,
+    untrained_tolerances=SEGMENTATION_UNTRAINED_TOLERANCES,
     license_note="MIT (pyannote/segmentation-3.0)",
     chains=ONLINE,
     uncompressed=("sinc_filters.weight",),
     device_variants=DEVICE_VARIANTS,
 )
+
+# embedding (online and offline: the same ResNet34, one set of tables)
+EMBEDDING_TOLERANCES = {
+    "fp32": {"embedding": Tolerance(min_cosine=0.9999, min_reference_spread=0.05)},
+    "fp16": {"embedding": Tolerance(min_cosine=0.999, min_reference_spread=0.05)},
+    "palettize": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
+    "linear": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
+}
+# 8-bit weights on calibrated random weights: every one of the 36 palettized tensors costs
+# 2e-5..3e-4 of cosine on its own (measured one at a time); random weights have no
+# structure for the look-up tables to exploit (docs/quantization.md). Measured worst over
+# 29 chunks of seeds 0-2: 1 - cosine = 7.0e-3; bound 1.5e-2 (2x). 4-bit: cosine < 0.3.
+EMBEDDING_UNTRAINED_TOLERANCES = {
+    recipe: {"embedding": Tolerance(min_cosine=0.985, min_reference_spread=0.05)}
+    for recipe in ("palettize", "linear")
+}
+
 
 EMBEDDING = ModelSpec(
     key="embedding",
@@ -126,20 +151,8 @@ EMBEDDING = ModelSpec(
     build_wrapper=_lazy("wrappers.embedding", "build_wrapper"),
     build_reference=_lazy("validation.reference_embedding", "embedding_reference"),
     example_inputs=_lazy("validation.reference_embedding", "embedding_inputs"),
-    tolerances={
-        "fp32": {"embedding": Tolerance(min_cosine=0.9999, min_reference_spread=0.05)},
-        "fp16": {"embedding": Tolerance(min_cosine=0.999, min_reference_spread=0.05)},
-        "palettize": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
-        "linear": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=0.05)},
-    },
-    # 8-bit weights on calibrated random weights: every one of the 36 palettized tensors costs
-    # 2e-5..3e-4 of cosine on its own (measured one at a time); random weights have no
-    # structure for the look-up tables to exploit (docs/quantization.md). Measured worst over
-    # 29 chunks of seeds 0-2: 1 - cosine = 7.0e-3; bound 1.5e-2 (2x). 4-bit: cosine < 0.3.
-    untrained_tolerances={
-        recipe: {"embedding": Tolerance(min_cosine=0.985, min_reference_spread=0.05)}
-        for recipe in ("palettize", "linear")
-    },
+    tolerances=EMBEDDING_TOLERANCES,
+    untrained_tolerances=EMBEDDING_UNTRAINED_TOLERANCES,
     license_note="CC-BY-4.0 (pyannote/wespeaker-voxceleb-resnet34-LM)",
     chains=ONLINE,
     uncompressed=("fbank.log_mel.frames.weight", "fbank.log_mel.mel_of_squares"),
@@ -239,8 +252,184 @@ POST_EMBEDDING = ModelSpec(
 )
 
 
+# --- the offline set (docs/offline_contract.md) ---------------------------------------------
+
+# FluidAudio sends up to 32 windows per Segmentation call and up to 32 embeddings per PldaRho
+# call, and every count in 1..32 must be accepted (contract §2, §5)
+OFFLINE_BATCH = (1, 32)
+FBANK_MEL_BINS = 80  # WeSpeaker's num_mel_bins (the wrappers refuse a checkpoint with others)
+RHO_DIMENSION = 128  # FluidAudio's PLDATransform.rhoDimension = pyannote's lda_dimension
+
+OFFLINE_SEGMENTATION = ModelSpec(
+    key="offline-segmentation",
+    filename="Segmentation",
+    role="core",
+    description=(
+        "pyannote segmentation (PyanNet, powerset): a batch of 10 s windows -> per-frame"
+        " powerset log-probabilities"
+    ),
+    weights=SEGMENTATION_WEIGHTS,
+    inputs=(
+        TensorSpec(
+            "audio",
+            (1, 1, "samples"),
+            "a batch of 1..32 windows of 10 s, 16 kHz mono audio, float32 in [-1, 1]",
+            flexible={0: OFFLINE_BATCH},
+        ),
+    ),
+    outputs=(
+        TensorSpec(
+            "segments",
+            (1, "frames", "classes"),
+            "powerset log-probabilities per window and frame (classes: {}, {1}, {2}, {3}, {1,2},"
+            " {1,3}, {2,3})",
+        ),
+    ),
+    # the online segmentation's wrapper and reference: both run any batch
+    build_wrapper=_lazy("wrappers.segmentation", "build_wrapper"),
+    build_reference=_lazy("validation.reference_segmentation", "segmentation_reference"),
+    example_inputs=_lazy("validation.reference_offline", "segmentation_batch_inputs"),
+    tolerances=SEGMENTATION_TOLERANCES,
+    untrained_tolerances=SEGMENTATION_UNTRAINED_TOLERANCES,
+    license_note="CC-BY-4.0 (pyannote/speaker-diarization-community-1 segmentation)",
+    chains=OFFLINE,
+    uncompressed=("sinc_filters.weight",),
+    device_variants=DEVICE_VARIANTS,
+)
+
+FBANK = ModelSpec(
+    key="fbank",
+    filename="FBank",
+    role="core",
+    description=(
+        "WeSpeaker front end (pyannote compute_fbank): 10 s audio -> mean-normalised Kaldi"
+        " log-mel filterbank, channels-first"
+    ),
+    # no learned weights, but its Kaldi settings are the WeSpeaker model's hparams
+    weights=EMBEDDING_WEIGHTS,
+    inputs=(TensorSpec("audio", (1, 1, "samples"), "10 s of 16 kHz mono audio, float32"),),
+    outputs=(
+        TensorSpec(
+            "fbank_features",
+            (1, 1, FBANK_MEL_BINS, "fbank_frames"),
+            "80-bin Kaldi log-mel of audio x 2^15 (25 ms / 10 ms), minus its mean over frames",
+        ),
+    ),
+    build_wrapper=_lazy("wrappers.fbank", "build_offline_wrapper"),
+    build_reference=_lazy("validation.reference_offline", "fbank_reference"),
+    example_inputs=_lazy("validation.reference_offline", "fbank_inputs"),
+    # fp32 against pyannote's own compute_fbank (torchaudio, fp32): over 28 chunks (the
+    # built-ins, pyannote's sample every 2 s from 0 to 28 s, noise at 1e-4..1, a -60 dB sweep;
+    # MIL executor) the worst max |error| is 1.49e-3 log-mel units (the sweeps; torchaudio's
+    # fp32 is itself ~1e-3 from float64 in low-energy bins, tests/wrappers/test_fbank.py);
+    # bound 1e-2 = 6.7x that. A fault of 1% of the DFT kernel's entries x 1.01 moves the
+    # output by 0.10 (noise) to 6.8 (sweep): caught 10x over. (Silence is invariant: every bin
+    # is on the log floor, and the mean is subtracted.)
+    tolerances={
+        "fp32": {"fbank_features": Tolerance(max_abs=1e-2, min_reference_spread=0.05)},
+    },
+    license_note="CC-BY-4.0 (pyannote/speaker-diarization-community-1 embedding)",
+    chains=OFFLINE,
+    # fp32 only, no device variants: FluidAudio runs it on the CPU, and fp16 underflows the
+    # power spectrum (wrappers/fbank.py)
+    uncompressed=("fbank.log_mel.frames.weight", "fbank.log_mel.mel_of_squares"),
+)
+
+OFFLINE_EMBEDDING = ModelSpec(
+    key="offline-embedding",
+    filename="Embedding",
+    role="core",
+    description=(
+        "WeSpeaker ResNet34 speaker embedding (pyannote) on FBank's features + per-frame"
+        " weights -> one raw 256-d embedding"
+    ),
+    weights=EMBEDDING_WEIGHTS,
+    inputs=(
+        TensorSpec(
+            "fbank_features",
+            (1, 1, FBANK_MEL_BINS, "fbank_frames"),
+            "FBank's output for one 10 s window",
+        ),
+        TensorSpec("weights", (1, "frames"), "per-segmentation-frame weights (0/1) of a speaker"),
+    ),
+    outputs=(
+        # raw like pyannote's, not L2-normalised like the published model (contract U2):
+        # PldaRho is pyannote's PLDA, whose l2norm(x - mean1) is not scale-invariant
+        TensorSpec("embedding", (1, "embedding_dim"), "raw (not L2-normalised) embedding"),
+    ),
+    build_wrapper=_lazy("wrappers.embedding", "build_offline_wrapper"),
+    build_reference=_lazy("validation.reference_offline", "embedding_reference"),
+    example_inputs=_lazy("validation.reference_offline", "embedding_inputs"),
+    # the online embedding's tables, without its fp32_values: there is no fbank inside, and
+    # the centred log-mel it takes (|x| < ~30) is at home in fp16. Measured (random:0, the 7
+    # signals of reference_embedding.embedding_signals with 0/1 weights, MIL executor): fp16
+    # worst cosine 0.99995 (bound 0.999), palettize8 0.99355 (untrained bound 0.985); fp32
+    # 1.00000 (max |error| 2e-5).
+    tolerances=EMBEDDING_TOLERANCES,
+    untrained_tolerances=EMBEDDING_UNTRAINED_TOLERANCES,
+    license_note="CC-BY-4.0 (pyannote/speaker-diarization-community-1 embedding)",
+    chains=OFFLINE,
+    device_variants=DEVICE_VARIANTS,
+)
+
+PLDA_RHO = ModelSpec(
+    key="plda-rho",
+    filename="PldaRho",
+    role="core",
+    description=(
+        "pyannote PLDA (x-vector transform + PLDA transform) scaled by sqrt(phi): raw speaker"
+        " embeddings -> VBx features rho"
+    ),
+    weights=PLDA_WEIGHTS,
+    inputs=(
+        TensorSpec(
+            "embeddings",
+            (1, "embedding_dim"),
+            "1..32 raw speaker embeddings, one per row",
+            flexible={0: OFFLINE_BATCH},
+        ),
+    ),
+    outputs=(
+        TensorSpec(
+            "rho",
+            (1, RHO_DIMENSION),
+            "pyannote PLDA(x) * sqrt(phi), phi descending (plda-parameters.json tensors.psi)",
+        ),
+    ),
+    build_wrapper=_lazy("wrappers.plda", "build_rho_wrapper"),
+    build_reference=_lazy("validation.reference_offline", "plda_rho_reference"),
+    example_inputs=_lazy("validation.reference_offline", "plda_rho_inputs"),
+    # fp32 against pyannote's float64 PLDA x sqrt(phi): random PLDA seeds 0-4, the example
+    # inputs plus reference_plda's cases of <= 32 rows (row norms 1e-3..5e7: rho's scale does
+    # not depend on them, both L2 norms fix it) and 3 more synthetic speaker sets (MIL executor):
+    # worst max |error| 1.14e-5 at |rho| <= 28.5 (4.5e-7 relative: fp32 rounding). Bound 1e-3,
+    # 90x that: room for a trained PLDA whose rho is up to ~40x larger at the same relative
+    # error. A fault of 1% of the PLDA transform's entries x 1.01 moves rho by 0.027-0.035:
+    # caught 27x over. The spread-relative bound (measured worst 2.8e-7) is the scale-free
+    # check: 1e-4.
+    tolerances={
+        "fp32": {
+            "rho": Tolerance(max_abs=1e-3, max_relative_to_spread=1e-4, min_reference_spread=0.05)
+        },
+    },
+    license_note="CC-BY-4.0 (pyannote/speaker-diarization-community-1 plda)",
+    chains=OFFLINE,
+    sidecars={"plda-parameters.json": _lazy("wrappers.plda", "plda_parameters_sidecar")},
+)
+
+
 def all_specs() -> tuple[ModelSpec, ...]:
-    return (SEGMENTATION, POSTPROCESSOR, PREPROCESSOR, EMBEDDING, POST_EMBEDDING)
+    return (
+        SEGMENTATION,
+        POSTPROCESSOR,
+        PREPROCESSOR,
+        EMBEDDING,
+        POST_EMBEDDING,
+        OFFLINE_SEGMENTATION,
+        FBANK,
+        OFFLINE_EMBEDDING,
+        PLDA_RHO,
+    )
 
 
 def registry() -> dict[str, ModelSpec]:

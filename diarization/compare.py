@@ -1,9 +1,10 @@
 """pyannote's own pipeline in PyTorch vs the converted chain, on the same weights and audio.
 
 The PyTorch side is rebuilt from the packages' recorded provenance (`source.*` metadata: seeded
-random weights, a local checkpoint or a hub revision, checked by SHA-256), so the only
-difference between the two runs is the networks' execution. Both pipelines are the same
-pyannote `SpeakerDiarization` class with the same hyper-parameters (diarize.py).
+random weights, a local checkpoint or a hub revision, checked by SHA-256; for community-1 also
+the PLDA), so the only difference between the two runs is the networks' execution. Both
+pipelines are the same pyannote `SpeakerDiarization` with the same clustering and
+hyper-parameters: the recipe named by `pipeline` ("3.1" or "community-1", diarize.py).
 
 Scores use pyannote.metrics with collar 0 and overlapped speech scored (the strictest setting),
 restricted to the audio's extent (UEM [0, duration]).
@@ -23,11 +24,14 @@ from coreml_diarize.errors import ArtifactError
 
 from .diarize import (
     ChainModels,
+    ChainPaths,
     DiarizationResult,
+    PipelineRecipe,
     audio_file,
     diarize_samples,
     find_packages,
     make_pipeline,
+    pipeline_recipe,
     read_rttm,
     run_pipeline,
 )
@@ -59,31 +63,55 @@ def score(reference, hypothesis, duration_s: float) -> Scores:
 
 @dataclass
 class TorchModels:
-    """The PyTorch models a chain's packages were converted from."""
+    """The PyTorch models (and PLDA) a chain's packages were converted from."""
 
     segmentation: Any
     embedding: Any
     sources: dict[str, str]
+    plda: Any = None  # pyannote's PLDA, for community-1's VBx clustering
 
 
-def torch_models_for(chain_paths, *, trust_checkpoint: bool = False) -> TorchModels:
-    """Rebuild the segmentation / embedding weights from the packages' provenance records."""
+def _is_pyannote_plda(model: Any) -> bool:
+    from pyannote.audio.core.plda import PLDA
+
+    return isinstance(model, PLDA)
+
+
+def torch_models_for(chain_paths: ChainPaths, *, trust_checkpoint: bool = False) -> TorchModels:
+    """Rebuild the weights of every package with weights (segmentation, embedding and, for the
+    offline chain, the PLDA) from the packages' provenance records, one per weight family."""
     from coreml_diarize.context import check_same_weights
+    from coreml_diarize.models import registry
     from coreml_diarize.record import PackageRecord
     from coreml_diarize.sources import load_weights
 
+    specs = registry()
     models: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    for key in ("segmentation", "embedding"):
-        path = chain_paths[key]
+    for key, path in chain_paths.paths.items():
+        spec = specs.get(key)
+        if spec is None or spec.weights is None:
+            continue
+        family = spec.weights.name
         record = PackageRecord.from_package(path)
         source = record.source_text()
         if source is None:
             raise ArtifactError(f"{path.name} records no weight source: cannot rebuild its weights")
-        loaded = load_weights(key, source, trust_checkpoint=trust_checkpoint)
+        if family in models:  # e.g. FBank and Embedding share the embedding model's weights
+            if sources[family] != source:
+                raise ArtifactError(
+                    f"{path.name} was built from {source}, another {family} package from "
+                    f"{sources[family]}: the chain mixes weights"
+                )
+            continue
+        loaded = load_weights(family, source, trust_checkpoint=trust_checkpoint)
         check_same_weights(record, loaded, where=source, name=path.name)
-        models[key], sources[key] = loaded.model, source
-    return TorchModels(models["segmentation"], models["embedding"], sources)
+        models[family], sources[family] = loaded.model, source
+    for family in ("segmentation", "embedding"):
+        if family not in models:
+            raise ArtifactError(f"the {chain_paths.chain} chain has no {family} package")
+    plda = next((m for m in models.values() if _is_pyannote_plda(m)), None)
+    return TorchModels(models["segmentation"], models["embedding"], sources, plda)
 
 
 @dataclass
@@ -96,6 +124,7 @@ class ComparisonResult:
     between: Scores  # converted chain scored against the PyTorch pipeline
     reference: dict[str, Scores] = field(default_factory=dict)  # "converted"/"torch" vs RTTM
     sources: dict[str, str] = field(default_factory=dict)
+    pipeline: str = "3.1"
 
     @property
     def torch_rtf(self) -> float:
@@ -109,6 +138,7 @@ class ComparisonResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "uri": self.uri,
+            "pipeline": self.pipeline,
             "duration_s": self.duration_s,
             "weights": self.sources,
             "converted": self.converted.to_dict(),
@@ -125,8 +155,8 @@ class ComparisonResult:
     def table(self) -> str:
         c = self.converted
         lines = [
-            f"{self.uri}: {self.duration_s:.1f} s, {c.windows} windows, backend {c.backend}"
-            + (f", variant {c.variant}" if c.variant else ""),
+            f"{self.uri}: {self.duration_s:.1f} s, pipeline {self.pipeline}, {c.windows} windows, "
+            f"backend {c.backend}" + (f", variant {c.variant}" if c.variant else ""),
             f"  converted vs torch:  DER {self.between.der:.2%}  JER {self.between.jer:.2%}",
         ]
         for name, s in self.reference.items():
@@ -145,24 +175,45 @@ def compare_samples(
     *,
     sample_rate: int = 16000,
     uri: str = "audio",
+    pipeline: str | PipelineRecipe = "3.1",
     step_s: float | None = None,
     reference=None,
     parameters: Mapping[str, Mapping[str, Any]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> ComparisonResult:
-    """Both pipelines on `samples`, scored against each other (and `reference` if given)."""
+    """Both versions of `pipeline` on `samples`, scored against each other (and `reference`
+    if given). Each run's wall time gives its RTF."""
+    from .diarize import converted_pipeline
+
+    recipe = pipeline_recipe(pipeline)
+    if recipe.uses_plda and torch_models.plda is None:
+        raise ArtifactError(f"the {recipe.name} pipeline needs the PLDA its package came from")
     duration = samples.size / sample_rate
     if progress is not None:
-        progress("running the converted chain")
+        progress(f"running the converted chain ({recipe.name})")
+    built = converted_pipeline(chain, pipeline=recipe, step_s=step_s, parameters=parameters)
     converted = diarize_samples(
-        samples, chain, sample_rate=sample_rate, uri=uri, step_s=step_s, progress=progress
+        samples,
+        chain,
+        sample_rate=sample_rate,
+        uri=uri,
+        pipeline=recipe,
+        built=built,
+        progress=progress,
     )
     if progress is not None:
-        progress("running pyannote's pipeline in PyTorch")
-    pipeline = make_pipeline(
-        torch_models.segmentation, torch_models.embedding, step_s=step_s, parameters=parameters
+        progress(f"running pyannote's pipeline in PyTorch ({recipe.name})")
+    torch_pipeline = make_pipeline(
+        torch_models.segmentation,
+        torch_models.embedding,
+        pipeline=recipe,
+        plda=torch_models.plda if recipe.uses_plda else None,
+        step_s=step_s,
+        parameters=parameters,
     )
-    torch_annotation, torch_seconds = run_pipeline(pipeline, audio_file(samples, sample_rate, uri))
+    torch_annotation, torch_seconds = run_pipeline(
+        torch_pipeline, audio_file(samples, sample_rate, uri)
+    )
     torch_annotation.uri = uri
     result = ComparisonResult(
         uri=uri,
@@ -172,6 +223,7 @@ def compare_samples(
         torch_seconds=torch_seconds,
         between=score(torch_annotation, converted.annotation, duration),
         sources=dict(torch_models.sources),
+        pipeline=recipe.name,
     )
     if reference is not None:
         result.reference = {
@@ -185,6 +237,7 @@ def compare_file(
     audio_path: Path | str,
     models_dir: Path | str,
     *,
+    pipeline: str = "3.1",
     backend: str = "auto",
     variant: str | None = None,
     step_s: float | None = None,
@@ -192,9 +245,11 @@ def compare_file(
     trust_checkpoint: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> ComparisonResult:
+    """`compare_samples` on a file, the PyTorch side rebuilt from the packages' provenance."""
     from coreml_diarize.audio import read_audio
 
-    paths = find_packages(models_dir, variant)
+    recipe = pipeline_recipe(pipeline)
+    paths = find_packages(models_dir, variant, chain=recipe.chain)
     uri = Path(audio_path).stem
     reference = read_rttm(reference_rttm, uri=uri) if reference_rttm is not None else None
     loaded = read_audio(audio_path)
@@ -206,6 +261,7 @@ def compare_file(
         torch_models,
         sample_rate=loaded.sample_rate,
         uri=uri,
+        pipeline=recipe,
         step_s=step_s,
         reference=reference,
         progress=progress,

@@ -15,6 +15,13 @@ substituted by functions backed by the five .mlpackages:
 Everything after that (speaker counting, clustering, `reconstruct`, aggregation,
 `to_annotation`, label naming) is pyannote's code, run on the same numpy arrays the PyTorch
 pipeline produces. So a difference between the two pipelines comes from the networks alone.
+
+That is the "3.1" pipeline (the online chain, agglomerative clustering). The "community-1"
+pipeline (the offline chain: pyannote's VBx clustering with a PLDA) swaps its neural and PLDA
+steps the same way, in community.py. Each pipeline is one `PipelineRecipe` (`PIPELINES`): the
+chain of packages it runs, pyannote's clustering and parameters, and how the converted
+pipeline swaps its steps; `make_pipeline`, `converted_pipeline`, `diarize_file` and
+compare.py take its name.
 """
 
 from __future__ import annotations
@@ -31,8 +38,10 @@ import numpy as np
 from coreml_diarize.errors import ArtifactError, AudioError, DiarizeError
 from coreml_diarize.sources import quiet_pyannote
 
-# pyannote 3.1's tuned hyper-parameters for the agglomerative (centroid) clustering the offline
-# pipeline can use without PLDA files; both pipelines of a comparison get exactly these.
+from . import community
+
+# pyannote 3.1's tuned hyper-parameters for the agglomerative (centroid) clustering the online
+# pipeline uses without PLDA files; both pipelines of a comparison get exactly these.
 DEFAULT_PARAMETERS: dict[str, dict[str, Any]] = {
     "segmentation": {"min_duration_off": 0.0},
     "clustering": {"method": "centroid", "min_cluster_size": 12, "threshold": 0.7},
@@ -69,10 +78,11 @@ class TimedRunner:
 
 @dataclass(frozen=True)
 class ChainPaths:
-    """The five packages of one chain, by spec key (segmentation, postprocessor, ...)."""
+    """The packages of one chain, by spec key (segmentation, postprocessor, ...)."""
 
     paths: dict[str, Path]
     variant: str | None = None
+    chain: str = "online"  # the registry chain they were found for
 
     def __getitem__(self, key: str) -> Path:
         return self.paths[key]
@@ -81,9 +91,10 @@ class ChainPaths:
 def find_packages(
     models_dir: Path | str, variant: str | None = None, *, chain: str = "online"
 ) -> ChainPaths:
-    """The packages of `chain` (the registry's models whose `chains` name it) in `models_dir`;
-    `variant` (e.g. palettize8) picks `<stem>_<variant>.mlpackage` for the models that have
-    device variants when present, else the plain one."""
+    """The packages of `chain` (the registry's models whose `chains` name it) in `models_dir`,
+    and the files their specs write beside them (e.g. plda-parameters.json); `variant` (e.g.
+    palettize8) picks `<stem>_<variant>.mlpackage` for the models that have device variants
+    when present, else the plain one."""
     from coreml_diarize.models import registry
 
     models_dir = Path(models_dir)
@@ -102,19 +113,26 @@ def find_packages(
                 chosen = compressed
         if not chosen.is_dir():
             missing.append(chosen.name)
+        missing.extend(name for name in spec.sidecars if not (models_dir / name).is_file())
         paths[key] = chosen
+    if not paths:
+        raise ArtifactError(f"no model of the registry belongs to the '{chain}' chain")
     if missing:
-        raise ArtifactError(f"{models_dir} lacks {', '.join(missing)}")
-    return ChainPaths(paths, variant)
+        raise ArtifactError(f"{models_dir} lacks {', '.join(dict.fromkeys(missing))}")
+    return ChainPaths(paths, variant, chain)
 
 
 @dataclass
 class ChainModels:
-    """Loaded runners for the five packages (reuse one per package across windows and files)."""
+    """Loaded runners for a chain's packages (reuse one per package across windows and files).
+
+    `runners` maps spec keys to callables `(**inputs) -> {output: array}` with `seconds` and
+    `calls` counters (TimedRunner; tests may put stand-ins with the same I/O there)."""
 
     paths: ChainPaths
     backend: str
-    runners: dict[str, TimedRunner]
+    runners: dict[str, Any]
+    windows: int = 0  # segmentation windows run since the last reset_timers
 
     @classmethod
     def load(cls, paths: ChainPaths, backend: str = "auto") -> ChainModels:
@@ -126,6 +144,7 @@ class ChainModels:
         return {key: runner.seconds for key, runner in self.runners.items()}
 
     def reset_timers(self) -> None:
+        self.windows = 0
         for runner in self.runners.values():
             runner.seconds, runner.calls = 0.0, 0
 
@@ -135,49 +154,37 @@ class ChainModels:
 
 def _uninitialised_plda():
     """`SpeakerDiarization` insists on a PLDA object even for agglomerative clustering, which
-    never touches it; an instance without files passes its type check (notes.md)."""
+    never touches it; an instance without files passes its type check (notes.md). The
+    converted community-1 pipeline starts from one too, then swaps in the PldaRho package."""
     from pyannote.audio.core.plda import PLDA
 
     return PLDA.__new__(PLDA)
 
 
-def make_pipeline(
-    segmentation_model,
-    embedding_model,
-    *,
-    step_s: float | None = None,
-    parameters: Mapping[str, Mapping[str, Any]] | None = None,
-    cls: type | None = None,
-    **kwargs: Any,
-):
-    """pyannote's `SpeakerDiarization` on in-memory models, offline, instantiated.
+@dataclass(frozen=True)
+class PipelineRecipe:
+    """One pyannote diarization pipeline this toolkit reproduces with converted packages."""
 
-    `step_s` is the window step in seconds (pyannote's default: 10 % of the window duration).
-    `cls` lets the converted chain substitute its subclass; every other argument is shared.
-    """
-    quiet_pyannote()
+    name: str  # "3.1" | "community-1": what --pipeline takes
+    chain: str  # the registry chain whose packages the converted pipeline runs
+    clustering: str  # pyannote's `Clustering` member
+    # what `instantiate` gets; None = pyannote's own `SpeakerDiarization.default_parameters()`
+    parameters: Mapping[str, Mapping[str, Any]] | None
+    # whether the clustering needs a real PLDA (the PyTorch side must be given one)
+    uses_plda: bool
+    # the converted pipeline's class (a SpeakerDiarization subclass), built lazily
+    converted_class: Callable[[], type]
+    # (pipeline, chain) -> None: swaps the pipeline's neural (and PLDA) steps for the packages
+    install: Callable[[Any, ChainModels], None]
+    # SpeakerDiarization's segmentation_batch_size / embedding_batch_size
+    batch_size: int = 1
+    description: str = ""
+
+
+def _pyannote_class() -> type:
     from pyannote.audio.pipelines import SpeakerDiarization
 
-    duration = float(segmentation_model.specifications.duration)
-    if step_s is None:
-        fraction = 0.1
-    else:
-        if not (step_s > 0 and step_s <= duration):
-            raise DiarizeError(f"--step must be in (0, {duration:g}] seconds, got {step_s:g}")
-        fraction = step_s / duration
-    pipeline = (cls or SpeakerDiarization)(
-        segmentation=segmentation_model,
-        embedding=embedding_model,
-        segmentation_step=fraction,
-        # what the embedding preprocessor package implements (pyannote 3.1's setting too)
-        embedding_exclude_overlap=True,
-        plda=_uninitialised_plda(),
-        clustering=CLUSTERING,
-        **kwargs,
-    )
-    params = {k: dict(v) for k, v in (parameters or DEFAULT_PARAMETERS).items()}
-    pipeline.instantiate(params)
-    return pipeline
+    return SpeakerDiarization
 
 
 def _converted_pipeline_class():
@@ -235,18 +242,126 @@ def _package_infer(chain: ChainModels, frames: int, classes: int):
                 )
             masks = chain.runners["postprocessor"](segments=segments)["speaker_masks"]
             out.append(masks[0])
+            chain.windows += 1
         return np.stack(out)
 
     return infer
 
 
+def _install_online(pipeline, chain: ChainModels) -> None:
+    """3.1: embeddings by the subclass's get_embeddings; segmentation's `infer` replaced
+    (pyannote's slide() keeps its windowing, the postprocessor package does the argmax)."""
+    model = pipeline._segmentation.model
+    samples = model.audio.get_num_samples(pipeline._segmentation.duration)
+    frames = int(model.num_frames(samples))
+    classes = int(model.specifications.num_powerset_classes)
+    pipeline._segmentation.infer = _package_infer(chain, frames, classes)
+
+
+PIPELINES: dict[str, PipelineRecipe] = {
+    recipe.name: recipe
+    for recipe in (
+        PipelineRecipe(
+            name="3.1",
+            chain="online",
+            clustering=CLUSTERING,
+            parameters=DEFAULT_PARAMETERS,
+            uses_plda=False,
+            converted_class=_converted_pipeline_class,
+            install=_install_online,
+            description="pyannote 3.1-style: agglomerative clustering, the five online packages",
+        ),
+        PipelineRecipe(
+            name="community-1",
+            chain="offline",
+            clustering="VBxClustering",
+            parameters=None,  # SpeakerDiarization.default_parameters(): community-1's
+            uses_plda=True,
+            converted_class=_pyannote_class,
+            install=community.install,
+            # community-1's config.yaml (docs/offline_contract.md §7)
+            batch_size=32,
+            description="pyannote community-1: VBx clustering with PLDA, the offline packages",
+        ),
+    )
+}
+PIPELINE_NAMES = tuple(PIPELINES)
+
+
+def pipeline_recipe(pipeline: str | PipelineRecipe) -> PipelineRecipe:
+    """The recipe named `pipeline` ("3.1" | "community-1"); a recipe is returned as is."""
+    if isinstance(pipeline, PipelineRecipe):
+        return pipeline
+    try:
+        return PIPELINES[pipeline]
+    except KeyError:
+        raise DiarizeError(
+            f"unknown pipeline '{pipeline}' (choose from {', '.join(PIPELINE_NAMES)})"
+        ) from None
+
+
+def make_pipeline(
+    segmentation_model,
+    embedding_model,
+    *,
+    pipeline: str | PipelineRecipe = "3.1",
+    plda=None,
+    step_s: float | None = None,
+    parameters: Mapping[str, Mapping[str, Any]] | None = None,
+    cls: type | None = None,
+    **kwargs: Any,
+):
+    """pyannote's `SpeakerDiarization` on in-memory models, offline, instantiated.
+
+    `pipeline` names the recipe (clustering, parameters, batch sizes); `plda` is the pyannote
+    `PLDA` object its VBx clustering needs (required for community-1, unused by 3.1).
+    `step_s` is the window step in seconds (pyannote's default: 10 % of the window duration).
+    `parameters` overrides the recipe's. `cls` lets the converted chain substitute its class;
+    every other argument is shared.
+    """
+    quiet_pyannote()
+    from pyannote.audio.pipelines import SpeakerDiarization
+
+    recipe = pipeline_recipe(pipeline)
+    if plda is None:
+        if recipe.uses_plda:
+            raise DiarizeError(f"the {recipe.name} pipeline needs a PLDA ({recipe.clustering})")
+        plda = _uninitialised_plda()
+    duration = float(segmentation_model.specifications.duration)
+    if step_s is None:
+        fraction = 0.1
+    else:
+        if not (step_s > 0 and step_s <= duration):
+            raise DiarizeError(f"--step must be in (0, {duration:g}] seconds, got {step_s:g}")
+        fraction = step_s / duration
+    options: dict[str, Any] = {
+        "segmentation_batch_size": recipe.batch_size,
+        "embedding_batch_size": recipe.batch_size,
+        **kwargs,
+    }
+    built = (cls or SpeakerDiarization)(
+        segmentation=segmentation_model,
+        embedding=embedding_model,
+        segmentation_step=fraction,
+        # what both converted chains implement (pyannote 3.1's and community-1's setting)
+        embedding_exclude_overlap=True,
+        plda=plda,
+        clustering=recipe.clustering,
+        **options,
+    )
+    chosen = parameters or recipe.parameters or built.default_parameters()
+    built.instantiate({k: dict(v) for k, v in chosen.items()})
+    return built
+
+
 def converted_pipeline(
     chain: ChainModels,
     *,
+    pipeline: str | PipelineRecipe = "3.1",
     step_s: float | None = None,
     parameters: Mapping[str, Mapping[str, Any]] | None = None,
 ):
-    """pyannote's pipeline whose neural inferences run the packages.
+    """pyannote's pipeline `pipeline` whose neural (and PLDA) steps run the chain's packages.
 
     The pipeline still needs pyannote model *objects* for their specifications, receptive field
     and audio settings (window timing, frame resolution): untrained architectures serve, their
@@ -254,23 +369,26 @@ def converted_pipeline(
     """
     from coreml_diarize.sources import build_architecture
 
-    seg_arch = build_architecture("segmentation")
-    emb_arch = build_architecture("embedding")
-    pipeline = make_pipeline(
-        seg_arch,
-        emb_arch,
+    recipe = pipeline_recipe(pipeline)
+    if chain.paths.chain != recipe.chain:
+        raise DiarizeError(
+            f"the {recipe.name} pipeline runs the {recipe.chain} packages, "
+            f"these are the {chain.paths.chain} ones"
+        )
+    built = make_pipeline(
+        build_architecture("segmentation"),
+        build_architecture("embedding"),
+        pipeline=recipe,
+        plda=_uninitialised_plda(),  # community-1: replaced by the PLDA package in install
         step_s=step_s,
         parameters=parameters,
-        cls=_converted_pipeline_class(),
+        cls=recipe.converted_class(),
     )
-    pipeline.chain = chain
-    pipeline.diagnostics = {}
-    samples = pipeline._segmentation.model.audio.get_num_samples(pipeline._segmentation.duration)
-    frames = int(seg_arch.num_frames(samples))
-    classes = int(seg_arch.specifications.num_powerset_classes)
-    # pyannote's slide() keeps its windowing; only the network call is substituted
-    pipeline._segmentation.infer = _package_infer(chain, frames, classes)
-    return pipeline
+    built.chain = chain
+    built.diagnostics = {}
+    built.recipe = recipe
+    recipe.install(built, chain)
+    return built
 
 
 # --- running it -----------------------------------------------------------------------------
@@ -287,6 +405,7 @@ class DiarizationResult:
     variant: str | None = None
     model_seconds: dict[str, float] = field(default_factory=dict)
     valid_speakers_per_window: list[int] = field(default_factory=list)
+    pipeline: str = "3.1"
 
     @property
     def rtf(self) -> float:
@@ -296,6 +415,7 @@ class DiarizationResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             "uri": self.uri,
+            "pipeline": self.pipeline,
             "duration_s": self.duration_s,
             "seconds": self.seconds,
             "rtf": self.rtf,
@@ -312,11 +432,19 @@ class DiarizationResult:
 def progress_hook(progress: Callable[[str], None] | None, every: int = PROGRESS_EVERY):
     """A pyannote pipeline hook printing one line per `every` windows of each step."""
 
+    last: dict[str, int] = {}
+
     def hook(step_name, step_artefact, file=None, total=None, completed=None):
         if progress is None or total is None or completed is None or completed == 0:
             return
-        if completed % every == 0 or completed >= total:
-            progress(f"{step_name}: {min(completed, total)}/{total} windows")
+        # batched steps report whole batches (pyannote's slide even `batch_size` past the
+        # end, then the padded window again): print when a multiple of `every` is passed
+        done = min(completed, total)
+        before = last.get(step_name, 0)
+        if done == before or (done < total and done // every <= before // every):
+            return
+        last[step_name] = done
+        progress(f"{step_name}: {done}/{total} windows")
 
     return hook
 
@@ -353,29 +481,35 @@ def diarize_samples(
     *,
     sample_rate: int = 16000,
     uri: str = "audio",
+    pipeline: str | PipelineRecipe = "3.1",
     step_s: float | None = None,
-    pipeline=None,
+    built=None,
     progress: Callable[[str], None] | None = None,
     progress_every: int = PROGRESS_EVERY,
 ) -> DiarizationResult:
-    """Diarize mono float32 `samples` with the converted chain (pyannote logic around it)."""
-    pipeline = pipeline or converted_pipeline(chain, step_s=step_s)
+    """Diarize mono float32 `samples` with the converted chain (pyannote logic around it).
+
+    `pipeline` names the recipe ("3.1" on the online chain, "community-1" on the offline one);
+    `built` is a pipeline `converted_pipeline` already made for `chain` (reused across files).
+    """
+    built = built or converted_pipeline(chain, pipeline=pipeline, step_s=step_s)
     file = audio_file(samples, sample_rate, uri)
     chain.reset_timers()
-    pipeline.diagnostics = {}
-    annotation, seconds = run_pipeline(pipeline, file, hook=progress_hook(progress, progress_every))
+    built.diagnostics = {}
+    annotation, seconds = run_pipeline(built, file, hook=progress_hook(progress, progress_every))
     annotation.uri = uri
-    valid = pipeline.diagnostics.get("valid")
+    valid = built.diagnostics.get("valid")
     return DiarizationResult(
         annotation=annotation,
         uri=uri,
         duration_s=samples.size / sample_rate,
         seconds=seconds,
-        windows=chain.runners["segmentation"].calls,
+        windows=chain.windows,
         backend=chain.backend,
         variant=chain.paths.variant,
         model_seconds=chain.model_seconds(),
         valid_speakers_per_window=[] if valid is None else [int(v.sum()) for v in valid],
+        pipeline=getattr(built, "recipe", pipeline_recipe(pipeline)).name,
     )
 
 
@@ -383,16 +517,20 @@ def diarize_file(
     audio_path: Path | str,
     models_dir: Path | str,
     *,
+    pipeline: str = "3.1",
     backend: str = "auto",
     variant: str | None = None,
     step_s: float | None = None,
     progress: Callable[[str], None] | None = None,
     progress_every: int = PROGRESS_EVERY,
 ) -> DiarizationResult:
-    """Read `audio_path` (any rate / channels: resampled, downmixed) and diarize it."""
+    """Read `audio_path` (any rate / channels: resampled, downmixed) and diarize it with the
+    converted `pipeline` ("3.1": the online packages, "community-1": the offline ones)."""
     from coreml_diarize.audio import read_audio
 
-    paths = find_packages(models_dir, variant)  # fail on a bad models dir before reading audio
+    recipe = pipeline_recipe(pipeline)
+    # fail on a bad models dir before reading audio
+    paths = find_packages(models_dir, variant, chain=recipe.chain)
     loaded = read_audio(audio_path)
     for notice in loaded.notices:
         if progress is not None:
@@ -403,6 +541,7 @@ def diarize_file(
         chain,
         sample_rate=loaded.sample_rate,
         uri=Path(audio_path).stem,
+        pipeline=recipe,
         step_s=step_s,
         progress=progress,
         progress_every=progress_every,

@@ -1,6 +1,9 @@
 """pyannote's WeSpeaker ResNet34 as a plain, traceable nn.Module.
 
     waveform (batch, samples), mask (batch, mask_frames) -> embedding (batch, dim)
+    (online `wespeaker_v2`: WeSpeakerEmbedding = the fbank front end + FbankEmbedding)
+    fbank (batch, 1, mels, fbank_frames), weights (batch, mask_frames) -> embedding (batch, dim)
+    (offline `Embedding`, FluidAudio's community-1 set: FbankEmbedding alone)
 
 Stages, each one module:
   fbank_as_conv          Kaldi log-mel as one strided Conv1d, mean-normalised over the chunk
@@ -24,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fbank import fbank_as_conv
+from .fbank import KaldiFbankOptions, check_frames, fbank_as_conv
 
 
 class MaskToFrames(nn.Module):
@@ -93,7 +96,7 @@ class WeightedStatsPool(nn.Module):
 
 
 class ResNetFrames(nn.Module):
-    """pyannote's ResNet trunk: centred fbank (batch, mels, frames) -> (batch, channels * mels', frames')."""
+    """pyannote's ResNet trunk: centred fbank (batch, 1, mels, frames) -> (batch, channels * mels', frames')."""
 
     def __init__(self, resnet) -> None:
         super().__init__()
@@ -107,7 +110,7 @@ class ResNetFrames(nn.Module):
         )
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(fbank.unsqueeze(1))))  # (batch, 1, mels, frames) in
+        x = F.relu(self.bn1(self.conv1(fbank)))  # (batch, 1, mels, frames) in
         x = self.layers(x)  # (batch, channels, mels', frames')
         return x.flatten(1, 2)  # TSTP's "batch (dimension channel) frames", with static shapes
 
@@ -130,28 +133,56 @@ class EmbeddingHead(nn.Module):
         return embedding
 
 
-class WeSpeakerEmbedding(nn.Module):
-    """waveform (batch, samples), mask (batch, mask_frames) -> raw embedding (batch, dim),
-    what pyannote's `WeSpeakerResNet(waveform[:, None], weights=mask)` returns."""
+class FbankEmbedding(nn.Module):
+    """centred fbank (batch, 1, mels, fbank_frames), mask (batch, mask_frames) -> raw embedding
+    (batch, dim): what pyannote's `WeSpeakerResNet34.forward` does after `compute_fbank`, i.e.
+    `resnet(fbank, weights=mask)[1]` with the fbank laid out channels-first.
 
-    def __init__(self, wespeaker, *, samples: int, mask_frames: int) -> None:
+    The embedding is returned raw, as pyannote's (not L2-normalised, unlike the published
+    FluidAudio `Embedding`, docs/offline_contract.md U2): pyannote's PLDA starts with
+    l2norm(x - mean1), which is not scale-invariant, so PLDA(x) != PLDA(x / |x|); PldaRho is
+    pyannote's PLDA and expects the raw vector.
+    """
+
+    def __init__(self, resnet, *, fbank_frames: int, mask_frames: int) -> None:
         super().__init__()
-        self.fbank = fbank_as_conv(wespeaker)
-        fbank_frames = self.fbank.log_mel.opts.num_frames(samples)
-        feature_frames = int(wespeaker.resnet.num_frames(fbank_frames))  # pyannote's arithmetic
-        self.trunk = ResNetFrames(wespeaker.resnet)
+        feature_frames = int(resnet.num_frames(fbank_frames))  # pyannote's arithmetic
+        self.trunk = ResNetFrames(resnet)
         self.mask_to_frames = MaskToFrames(mask_frames, feature_frames)
         self.pool = WeightedStatsPool()
-        self.head = EmbeddingHead(wespeaker.resnet)
+        self.head = EmbeddingHead(resnet)
+        self.eval()
+
+    def forward(self, fbank: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        stats = self.pool(self.trunk(fbank), self.mask_to_frames(mask))
+        return self.head(stats)
+
+
+class WeSpeakerEmbedding(FbankEmbedding):
+    """waveform (batch, samples), mask (batch, mask_frames) -> raw embedding (batch, dim),
+    what pyannote's `WeSpeakerResNet(waveform[:, None], weights=mask)` returns: the fbank front
+    end, then FbankEmbedding."""
+
+    def __init__(self, wespeaker, *, samples: int, mask_frames: int) -> None:
+        fbank = fbank_as_conv(wespeaker)
+        fbank_frames = fbank.log_mel.opts.num_frames(samples)
+        super().__init__(wespeaker.resnet, fbank_frames=fbank_frames, mask_frames=mask_frames)
+        self.fbank = fbank
         self.eval()
 
     def forward(self, waveform: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        features = self.trunk(self.fbank(waveform))
-        stats = self.pool(features, self.mask_to_frames(mask))
-        return self.head(stats)
+        return super().forward(self.fbank(waveform).unsqueeze(1), mask)
 
 
 def build_wrapper(ctx) -> WeSpeakerEmbedding:
     return WeSpeakerEmbedding(
         ctx.weights.model, samples=ctx.geometry.samples, mask_frames=ctx.geometry.frames
+    )
+
+
+def build_offline_wrapper(ctx) -> FbankEmbedding:
+    """For the registry's `offline-embedding` model (FluidAudio's `Embedding`)."""
+    fbank_frames = check_frames(KaldiFbankOptions.from_pyannote(ctx.weights.model), ctx.geometry)
+    return FbankEmbedding(
+        ctx.weights.model.resnet, fbank_frames=fbank_frames, mask_frames=ctx.geometry.frames
     )

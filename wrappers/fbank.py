@@ -183,3 +183,38 @@ class WeSpeakerFbank(nn.Module):
 def fbank_as_conv(model=None) -> WeSpeakerFbank:
     """The centred front end of a pyannote WeSpeaker `model` (default options without one)."""
     return WeSpeakerFbank(KaldiFbankOptions.from_pyannote(model) if model is not None else None)
+
+
+class ChannelsFirstFbank(nn.Module):
+    """audio (batch, 1, samples) -> fbank_features (batch, 1, num_mel_bins, frames): pyannote's
+    `compute_fbank` (×2^15, Kaldi fbank, minus the mean over frames), transposed to the
+    channels-first layout FluidAudio's offline `FBank` model has (docs/offline_contract.md §3).
+
+    The WeSpeakerFbank front end of the online embedding model, between a squeeze and an
+    unsqueeze of the channel axis (no slicing). fp32 only: see the module docstring."""
+
+    def __init__(self, opts: KaldiFbankOptions | None = None) -> None:
+        super().__init__()
+        self.fbank = WeSpeakerFbank(opts)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.fbank(audio.squeeze(1)).unsqueeze(1)
+
+
+def check_frames(opts: KaldiFbankOptions, geometry) -> int:
+    """The fbank frames of a chunk for `opts`, which must be the geometry's `fbank_frames`
+    (the I/O shapes are declared with it): a checkpoint with other frame settings is refused."""
+    frames = opts.num_frames(geometry.samples)
+    if frames != geometry.fbank_frames:
+        raise ValueError(
+            f"the model's fbank gives {frames} frames per chunk, the declared shapes "
+            f"{geometry.fbank_frames} (frame settings other than 25 ms / 10 ms)"
+        )
+    return frames
+
+
+def build_offline_wrapper(ctx) -> ChannelsFirstFbank:
+    """For the registry's `fbank` model: the embedding weights' fbank settings."""
+    opts = KaldiFbankOptions.from_pyannote(ctx.weights.model)
+    check_frames(opts, ctx.geometry)
+    return ChannelsFirstFbank(opts).eval()

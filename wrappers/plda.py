@@ -214,3 +214,106 @@ def build_wrapper(ctx) -> PLDATransform:
         "norm_eps": repr(NORM_EPS),
     }
     return wrapper.eval()
+
+
+# --- PldaRho: FluidAudio's offline `PldaRho` model (docs/offline_contract.md §5, §6) -----------
+
+RHO_SCALING = "sqrt_phi"  # rho = PLDA(x) * sqrt(phi): the published PldaRho's definition (U1)
+
+
+class PldaRho(nn.Module):
+    """embeddings (N, E) -> rho (N, lda_dimension) = pyannote's PLDA(embeddings) * sqrt(phi).
+
+    What FluidInference's published `PldaRho` computes (`PLDARhoModule`: fea * sqrt(phi), phi =
+    pyannote's `PLDA.phi`, descending). FluidAudio's VBx then multiplies by sqrt(psi) from
+    plda-parameters.json again (contract U1); this module reproduces the published model so
+    that unmodified Swift code gets the same features. The input is the RAW embedding
+    (pyannote's, not L2-normalised): pyannote's x-vector transform is not scale-invariant.
+    """
+
+    def __init__(self, plda: PLDATransform, phi: np.ndarray) -> None:
+        super().__init__()
+        phi = np.asarray(phi, dtype=np.float64)
+        if phi.shape != (plda.lda_dimension,) or not np.all(phi > 0):
+            raise ValueError(f"phi must be {plda.lda_dimension} positive values, got {phi.shape}")
+        self.plda = plda
+        # sqrt in float64, rounded to float32 once
+        self.register_buffer("sqrt_phi", torch.from_numpy(np.sqrt(phi)).to(plda.lda.dtype))
+        self.embedding_dim = plda.embedding_dim
+        self.lda_dimension = plda.lda_dimension
+        self.metadata: dict[str, str] = {}
+
+    @classmethod
+    def from_pyannote(cls, plda: Any) -> PldaRho:
+        """From a loaded pyannote `PLDA` (the transform is checked against it in float64)."""
+        return cls(PLDATransform.from_pyannote(plda), np.asarray(plda.phi)).eval()
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.plda(embeddings) * self.sqrt_phi
+
+
+def _tensor_entry(values: np.ndarray) -> dict[str, Any]:
+    """One entry of FluidAudio's `tensors` map: float32, little-endian, C order, base64."""
+    import base64
+
+    array = np.ascontiguousarray(values, dtype="<f4")
+    return {
+        "shape": list(array.shape),
+        "dtype": "float32",
+        "byte_order": "little-endian",
+        "layout": "row-major",
+        "data_base64": base64.b64encode(array.tobytes()).decode("ascii"),
+    }
+
+
+def plda_parameters_file(plda: Any, provenance: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`plda-parameters.json` for FluidAudio's offline diarizer, plus our VBx parameters.
+
+    FluidAudio (`OfflineDiarizerModels.loadPLDAPsi`) reads only `tensors.psi.data_base64`:
+    little-endian float32 values used as VBx's Phi, which must be exactly as many as rho's
+    columns. We write psi := pyannote's `PLDA.phi` (vbx_setup's eigenvalues, descending,
+    [:lda_dimension]): the values rho's dimensions are aligned with (contract §6, U3).
+    `mu` and `tr` are the PLDA mean and the re-expressed transform vbx_setup computed (rows in
+    the same order as psi), in the same schema; FluidAudio ignores them. The rest (phi in
+    float64, Fa/Fb/threshold, rho_scaling, ...) is this toolkit's `plda_parameters`.
+    """
+    c = pyannote_plda_constants(plda)
+    phi = np.asarray(plda.phi, dtype=np.float64)
+    out: dict[str, Any] = {
+        "name": "plda_parameters",
+        "description": (
+            "PLDA parameters for VBx clustering: tensors.psi = pyannote PLDA.phi (descending"
+            " eigenvalues, aligned with PldaRho's rho columns)"
+        ),
+        "tensors": {
+            "psi": _tensor_entry(phi),
+            "mu": _tensor_entry(c["plda_mu"]),
+            "tr": _tensor_entry(c["plda_tr"]),
+        },
+        "psi_is": "phi",  # not the npz's raw psi (which pyannote re-sorts)
+        "rho_scaling": RHO_SCALING,
+        **plda_parameters(plda),
+    }
+    if provenance:
+        out["source"] = dict(provenance)
+    return out
+
+
+def plda_parameters_sidecar(ctx) -> dict[str, Any]:
+    """For the registry's `plda-rho` model: the content of `plda-parameters.json` (FluidAudio's
+    ModelNames.OfflineDiarizer name), written beside PldaRho."""
+    provenance = getattr(ctx.weights, "provenance", None)
+    provenance = provenance.as_metadata() if provenance is not None else None
+    return plda_parameters_file(ctx.weights.model, provenance)
+
+
+def build_rho_wrapper(ctx) -> PldaRho:
+    """For the registry's `plda-rho` model: ctx.weights.model is a loaded pyannote `PLDA`."""
+    wrapper = PldaRho.from_pyannote(ctx.weights.model)
+    wrapper.metadata = {
+        "lda_dimension": str(wrapper.lda_dimension),
+        "embedding_dimension": str(wrapper.embedding_dim),
+        "norm_eps": repr(NORM_EPS),
+        "rho_scaling": RHO_SCALING,
+    }
+    return wrapper.eval()

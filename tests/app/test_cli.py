@@ -40,8 +40,13 @@ def test_convert_segmentation_via_cli(tmp_path):
 def test_unknown_model_is_one_line_error(tmp_path):
     result = CliRunner().invoke(main, ["convert", "nonsense", "--out", str(tmp_path)])
     assert result.exit_code == 2
+    from coreml_diarize.models import registry
+
+    keys = ", ".join(registry())
+    assert keys.startswith("segmentation, postprocessor, preprocessor, embedding, post-embedding")
+    assert "plda-rho" in keys
     assert result.output.strip().splitlines() == [
-        "error: unknown model 'nonsense' (choose from: segmentation, postprocessor, preprocessor, embedding, post-embedding)"
+        f"error: unknown model 'nonsense' (choose from: {keys})"
     ]
     assert list(tmp_path.iterdir()) == []
 

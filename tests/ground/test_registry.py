@@ -102,7 +102,7 @@ def test_a_wrong_toy_fails_validation(with_toy, tmp_path, monkeypatch):
 def test_cli_source_options_come_from_the_registry(with_toy):
     done = CliRunner().invoke(main, ["convert", "--help"])
     families = {s.weights.name for s in models.registry().values() if s.weights}
-    assert families == {"segmentation", "embedding"}
+    assert families == {"segmentation", "embedding", "plda"}
     for family in families:
         assert f"--{family}-source" in done.output
 
