@@ -160,6 +160,7 @@ class MILExecutor:
             values[name] = arr
 
     def _bind_inputs(self, inputs: Mapping[str, Any], values: dict[str, Any]) -> None:
+        described = {f.name: f for f in self.program.described_inputs}
         for name, spec in self.program.inputs:
             if name not in inputs:
                 raise DiarizeError(
@@ -175,6 +176,9 @@ class MILExecutor:
                     raise DiarizeError(
                         f"{self.path}: input {name!r} has shape {arr.shape}, the model expects {declared}"
                     )
+            problem = described[name].shape_problem(arr.shape) if name in described else None
+            if problem is not None:
+                raise DiarizeError(f"{self.path}: input {name!r} {problem} (shape {arr.shape})")
             values[name] = _as_dtype(arr, spec)
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:

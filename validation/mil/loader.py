@@ -113,6 +113,21 @@ class FeatureSpec:
     dtype: Any  # numpy dtype
     shape: tuple[int, ...]
     flexible: bool
+    # a range-flexible input: (lower, upper) per dimension, upper -1 = unbounded
+    ranges: tuple[tuple[int, int], ...] = ()
+    # an enumerated-shapes input: the shapes it accepts
+    enumerated: tuple[tuple[int, ...], ...] = ()
+
+    def shape_problem(self, shape: tuple[int, ...]) -> str | None:
+        """Why Core ML would refuse an input of `shape` (None if it accepts it): the declared
+        ranges or enumerated shapes, which the MIL program's own types do not carry."""
+        if self.enumerated and tuple(shape) not in self.enumerated:
+            return f"accepts only the shapes {', '.join(map(str, self.enumerated))}"
+        for axis, ((lower, upper), size) in enumerate(zip(self.ranges, shape, strict=False)):
+            if size < lower or (upper >= 0 and size > upper):
+                bound = f"{lower}..{upper}" if upper >= 0 else f">= {lower}"
+                return f"accepts {bound} along axis {axis}, got {size}"
+        return None
 
 
 @dataclass
@@ -377,8 +392,22 @@ def _features(features: Any) -> list[FeatureSpec]:
             out.append(FeatureSpec(f.name, None, (), False))
             continue
         ma = f.type.multiArrayType
-        flexible = ma.WhichOneof("ShapeFlexibility") is not None
-        out.append(FeatureSpec(f.name, _ARRAY_DTYPES.get(ma.dataType), tuple(ma.shape), flexible))
+        flexibility = ma.WhichOneof("ShapeFlexibility")
+        ranges = enumerated = ()
+        if flexibility == "shapeRange":
+            ranges = tuple((int(r.lowerBound), int(r.upperBound)) for r in ma.shapeRange.sizeRanges)
+        elif flexibility == "enumeratedShapes":
+            enumerated = tuple(tuple(int(d) for d in e.shape) for e in ma.enumeratedShapes.shapes)
+        out.append(
+            FeatureSpec(
+                f.name,
+                _ARRAY_DTYPES.get(ma.dataType),
+                tuple(ma.shape),
+                flexibility is not None,
+                ranges,
+                enumerated,
+            )
+        )
     return out
 
 

@@ -177,6 +177,40 @@ def test_missing_input_and_wrong_shape(small_package: Path) -> None:
         ex.predict({"x0": np.zeros((3, 4), np.float32)})
 
 
+def test_declared_shape_ranges_and_enumerations_are_enforced(tmp_path: Path) -> None:
+    """Core ML refuses an input outside its declared range or enumeration; so does the
+    executor (the MIL program's types alone say only "any size")."""
+    from coreml_diarize.errors import DiarizeError
+
+    module = nn.Linear(4, 3).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(module, torch.zeros(2, 4))
+    shapes = {
+        "range": ct.Shape((ct.RangeDim(lower_bound=1, upper_bound=3, default=2), 4)),
+        "enumerated": ct.EnumeratedShapes(shapes=[(1, 4), (3, 4)], default=(1, 4)),
+    }
+    for kind, shape in shapes.items():
+        model = ct.convert(
+            traced,
+            inputs=[ct.TensorType(name="x0", shape=shape, dtype=np.float32)],
+            outputs=[ct.TensorType(name="y", dtype=np.float32)],
+            convert_to="mlprogram",
+            minimum_deployment_target=ct.target.iOS17,
+            compute_precision=ct.precision.FLOAT32,
+        )
+        path = tmp_path / f"{kind}.mlpackage"
+        model.save(str(path))
+        ex = MILExecutor.from_path(path)
+        for batch in (1, 3):
+            x = np.ones((batch, 4), np.float32)
+            want = module(torch.from_numpy(x)).detach().numpy()
+            np.testing.assert_allclose(ex.predict({"x0": x})["y"], want, rtol=1e-5, atol=1e-6)
+        for batch in (2, 4) if kind == "enumerated" else (4,):
+            with pytest.raises(DiarizeError, match="accepts") as info:
+                ex.predict({"x0": np.ones((batch, 4), np.float32)})
+            assert "\n" not in str(info.value)
+
+
 def test_docs_list_every_supported_op() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "mil_ops.md").read_text()
     missing = [op for op in supported_ops() if f"`{op}`" not in doc]
