@@ -21,7 +21,7 @@ from pathlib import Path
 
 from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import ArtifactError, DiarizeError
-from coreml_diarize.mlpackage import check_package, inspect_package, tree_hash
+from coreml_diarize.mlpackage import check_package, file_sha256, inspect_package, tree_hash
 from coreml_diarize.record import PackageRecord
 from coreml_diarize.specs import intended_compute_units
 
@@ -86,7 +86,7 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
         "tree_sha256": tree,
         "files": files,
         "validation": _validation_summary(report),
-        "sidecars": {path.name: _file_sha256(path) for path in sidecars},
+        "sidecars": {path.name: file_sha256(path) for path in sidecars},
     }
 
 
@@ -107,12 +107,6 @@ def _sidecar_files(package: Path, record: PackageRecord) -> list[Path]:
             f"{package.name} needs {', '.join(missing)} beside it (written by convert/build)"
         )
     return paths
-
-
-def _file_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _profile(records_models: list[str]) -> str | None:
@@ -337,7 +331,7 @@ def verify_bundle(bundle: Path) -> list[str]:
             path = bundle / sidecar
             if not path.is_file():
                 problems.append(f"{sidecar}: missing")
-            elif _file_sha256(path) != sha:
+            elif file_sha256(path) != sha:
                 problems.append(f"{sidecar}: SHA-256 mismatch")
         if isinstance(entry.get("golden"), dict):
             from .golden import verify_golden_entry

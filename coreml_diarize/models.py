@@ -1,4 +1,5 @@
-"""The models, declared once each (the online five and the offline four). Every stage reads these declarations (see specs.py).
+"""The models, declared once each (the online five and the offline four). Every stage reads
+these declarations (see specs.py).
 
 Each entry names its wrapper (wrappers/), its independent reference (validation/references*),
 its deterministic validation inputs and its tolerances per precision / compression recipe.
@@ -6,6 +7,8 @@ Heavy modules are imported inside the small adapter functions so listing specs s
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from .errors import DiarizeError
 from .sources import EMBEDDING_WEIGHTS, PLDA_WEIGHTS, SEGMENTATION_WEIGHTS
@@ -260,41 +263,26 @@ OFFLINE_BATCH = (1, 32)
 FBANK_MEL_BINS = 80  # WeSpeaker's num_mel_bins (the wrappers refuse a checkpoint with others)
 RHO_DIMENSION = 128  # FluidAudio's PLDATransform.rhoDimension = pyannote's lda_dimension
 
-OFFLINE_SEGMENTATION = ModelSpec(
+# the online segmentation with a batch of 1..32 windows: the same wrapper, reference and
+# tolerances (both run any batch); only the I/O declaration, the inputs and the set differ
+OFFLINE_SEGMENTATION = replace(
+    SEGMENTATION,
     key="offline-segmentation",
     filename="Segmentation",
-    role="core",
     description=(
         "pyannote segmentation (PyanNet, powerset): a batch of 10 s windows -> per-frame"
         " powerset log-probabilities"
     ),
-    weights=SEGMENTATION_WEIGHTS,
     inputs=(
-        TensorSpec(
-            "audio",
-            (1, 1, "samples"),
-            "a batch of 1..32 windows of 10 s, 16 kHz mono audio, float32 in [-1, 1]",
+        replace(
+            SEGMENTATION.inputs[0],
+            description="a batch of 1..32 windows of 10 s, 16 kHz mono audio, float32 in [-1, 1]",
             flexible={0: OFFLINE_BATCH},
         ),
     ),
-    outputs=(
-        TensorSpec(
-            "segments",
-            (1, "frames", "classes"),
-            "powerset log-probabilities per window and frame (classes: {}, {1}, {2}, {3}, {1,2},"
-            " {1,3}, {2,3})",
-        ),
-    ),
-    # the online segmentation's wrapper and reference: both run any batch
-    build_wrapper=_lazy("wrappers.segmentation", "build_wrapper"),
-    build_reference=_lazy("validation.reference_segmentation", "segmentation_reference"),
     example_inputs=_lazy("validation.reference_offline", "segmentation_batch_inputs"),
-    tolerances=SEGMENTATION_TOLERANCES,
-    untrained_tolerances=SEGMENTATION_UNTRAINED_TOLERANCES,
     license_note="CC-BY-4.0 (pyannote/speaker-diarization-community-1 segmentation)",
     chains=OFFLINE,
-    uncompressed=("sinc_filters.weight",),
-    device_variants=DEVICE_VARIANTS,
 )
 
 FBANK = ModelSpec(

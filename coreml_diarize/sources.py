@@ -34,6 +34,7 @@ from typing import Any
 
 from . import plda_sources
 from .errors import SourceError
+from .mlpackage import file_sha256
 from .specs import WeightFamily
 
 DEFAULT_SEED = 0
@@ -124,14 +125,6 @@ def files_digest(files: Mapping[str, str]) -> str:
         return next(iter(files.values()))
     lines = sorted(f"{Path(path).name}:{sha}\n" for path, sha in files.items())
     return hashlib.sha256("".join(lines).encode()).hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass
