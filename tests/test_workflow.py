@@ -245,6 +245,11 @@ def test_secrets_only_in_env_of_the_steps_that_need_them():
             "Compare the converted chain with pyannote's PyTorch pipeline (fp32, palettize8)",
         ): {"HF_TOKEN"},
         ("macos", "Validate every package on the CPU and on the Neural Engine"): {"HF_TOKEN"},
+        ("macos", "Build, validate (Core ML) and bundle community-1's offline set"): {"HF_TOKEN"},
+        (
+            "macos",
+            "Compare community-1 (PLDA + VBx) with the offline set (fp32, palettize8)",
+        ): {"HF_TOKEN"},
         ("macos", "Publish to the Hugging Face Hub (tags, when HF_PUBLISH_TOKEN is set)"): {
             "HF_PUBLISH_TOKEN"
         },
@@ -264,9 +269,21 @@ def test_secrets_only_in_env_of_the_steps_that_need_them():
     assert found == expected
 
 
+def _online(step) -> bool:
+    return "offline" not in step.get("run", "")
+
+
+def _offline(step) -> bool:
+    return "PROFILE=offline" in step.get("run", "") or "--pipeline community-1" in step.get(
+        "run", ""
+    )
+
+
 def test_macos_compares_fp32_and_palettize8_and_gates_der():
-    build = _step_index("macos", lambda s: "make models" in s.get("run", ""))
-    compare = _step_index("macos", lambda s: "coreml-diarize compare" in s.get("run", ""))
+    build = _step_index("macos", lambda s: "make models" in s.get("run", "") and _online(s))
+    compare = _step_index(
+        "macos", lambda s: "coreml-diarize compare" in s.get("run", "") and _online(s)
+    )
     upload_cmp = _step_index(
         "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-compare"
     )
@@ -293,21 +310,54 @@ def test_macos_compares_fp32_and_palettize8_and_gates_der():
     assert uploaded == [
         "artifacts/compare/cmp_fp32.json",
         "artifacts/compare/cmp_palettize8.json",
+        "artifacts/compare/cmp_offline_fp32.json",
+        "artifacts/compare/cmp_offline_palettize8.json",
         "artifacts/device/validate_cpu_only.json",
         "artifacts/device/validate_cpu_and_ne.json",
+        "artifacts/device/validate_offline_cpu_only.json",
+        "artifacts/device/validate_offline_cpu_and_ne.json",
     ]
     gate_run = " ".join(_steps("macos")[gate]["run"].split())
     assert gate_run == (
         "python .github/scripts/der_gate.py --max-der-percent 1 "
-        "artifacts/compare/cmp_fp32.json artifacts/compare/cmp_palettize8.json"
+        "artifacts/compare/cmp_fp32.json artifacts/compare/cmp_palettize8.json "
+        "artifacts/compare/cmp_offline_fp32.json artifacts/compare/cmp_offline_palettize8.json"
     )
+
+
+def test_macos_builds_community_1_and_gates_its_der():
+    """The offline set from the community-1 hub repo (one source), bundled and verified, then
+    `compare --pipeline community-1` in fp32 and palettize8, gated like the online chain."""
+    build = _step_index("macos", lambda s: "make models" in s.get("run", "") and _offline(s))
+    compare = _step_index(
+        "macos", lambda s: "coreml-diarize compare" in s.get("run", "") and _offline(s)
+    )
+    upload_cmp = _step_index(
+        "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-compare"
+    )
+    gate = _step_index("macos", lambda s: "der_gate.py" in s.get("run", ""))
+    assert build < compare < upload_cmp < gate
+    build_run = " ".join(_steps("macos")[build]["run"].split())
+    assert "PROFILE=offline" in build_run and "BACKEND=coreml" in build_run
+    assert "SOURCE=hf:pyannote/speaker-diarization-community-1" in build_run
+    script = _steps("macos")[compare]["run"].replace("\\\n", " ")
+    commands = [c for c in script.splitlines() if "coreml-diarize compare" in c]
+    assert len(commands) == 2
+    for command in commands:
+        assert "--pipeline community-1" in command and "--backend coreml" in command
+    assert "--variant palettize8" in commands[1] and "--variant" not in commands[0]
+    assert "verify artifacts-offline/coreml-diarize-offline-bundle.zip" in script
+    assert "for units in cpu_only cpu_and_ne" in script
+    assert "validate artifacts-offline/coreml-diarize-offline-bundle" in " ".join(script.split())
 
 
 def test_macos_validates_every_package_on_cpu_and_neural_engine():
     """Each package runs through Core ML with both compute-unit settings, after the build and
     before the bundle is uploaded; the per-unit tolerances live with the models."""
-    build = _step_index("macos", lambda s: "make models" in s.get("run", ""))
-    validate = _step_index("macos", lambda s: "coreml-diarize validate" in s.get("run", ""))
+    build = _step_index("macos", lambda s: "make models" in s.get("run", "") and _online(s))
+    validate = _step_index(
+        "macos", lambda s: "coreml-diarize validate" in s.get("run", "") and _online(s)
+    )
     upload_bundle = _step_index(
         "macos", lambda s: s.get("with", {}).get("name") == "coreml-diarize-bundle"
     )
