@@ -69,6 +69,12 @@ bench: $(STAMP)
 fixture: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m training.train_segmentation
 
+# Retrain the synthetic-speech embedding test fixture in tests/fixtures/embedding-synthetic
+# (deterministic, one thread, ~27 min); not part of `models` or `test` either.
+.PHONY: embedding-fixture
+embedding-fixture: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/python -m training.train_embedding
+
 clean:
 	find $(OUT) -mindepth 1 ! -name README.md ! -name .gitignore -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache build *.egg-info
