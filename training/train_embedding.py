@@ -46,6 +46,7 @@ from training.corpus import (
     make_utterance,
     synthesize,
 )
+from training.fixtures import curve, save_fixture
 
 if TYPE_CHECKING:  # torch is imported lazily: the CLI's --help stays instant
     import torch
@@ -53,7 +54,6 @@ if TYPE_CHECKING:  # torch is imported lazily: the CLI's --help stays instant
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "embedding-synthetic"
 SCRIPT = "training/train_embedding.py"
-FIXTURE_KEY = "coreml_diarize_fixture"  # provenance record inside the checkpoint
 
 # espeak-ng voice variants (`espeak-ng --voices=variant`, file names), split into training and
 # held-out *families*. Exact duplicates (klatt6 = caleb = klatt, fast = Mr) and the unvoiced
@@ -334,30 +334,6 @@ def corpus_description(speakers: SpeakerSet, n_voices: int, cfg: TrainConfig) ->
     )
 
 
-def save_fixture(model: Any, path: Path, record: dict[str, Any]) -> Path:
-    """pyannote's checkpoint format (`save_pyannote_checkpoint`), tensors stored in fp16.
-
-    fp16 halves the file (6.6M params -> ~13 MB); pyannote's `load_state_dict` copies them back
-    into the fp32 model. Only plain data goes in, so the loader's restricted unpickler accepts it.
-    """
-    import torch
-
-    from coreml_diarize.sources import _allowed_globals, save_pyannote_checkpoint
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_pyannote_checkpoint(model, path)
-    with torch.serialization.safe_globals(_allowed_globals()):
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    checkpoint["state_dict"] = {
-        k: (v.half() if v.is_floating_point() else v).clone()
-        for k, v in checkpoint["state_dict"].items()
-    }
-    checkpoint["hyper_parameters"] = json.loads(json.dumps(checkpoint["hyper_parameters"]))
-    checkpoint[FIXTURE_KEY] = record
-    torch.save(checkpoint, path)
-    return path
-
-
 def train(cfg: TrainConfig, out_dir: Path, work_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
@@ -458,14 +434,8 @@ def train(cfg: TrainConfig, out_dir: Path, work_dir: Path | None = None) -> dict
         "config": asdict(cfg),
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.monotonic() - t0, 1),
-        "loss_curve": [
-            round(float(np.mean(losses[i : i + cfg.log_every])), 3)
-            for i in range(0, len(losses), cfg.log_every)
-        ],
-        "accuracy_curve": [
-            round(float(np.mean(accs[i : i + cfg.log_every])), 3)
-            for i in range(0, len(accs), cfg.log_every)
-        ],
+        "loss_curve": curve(losses, cfg.log_every),
+        "accuracy_curve": curve(accs, cfg.log_every),
         "checkpoint": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
         "checkpoint_bytes": path.stat().st_size,
     }

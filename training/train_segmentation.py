@@ -33,6 +33,7 @@ from training.corpus import (
     median_f0,
     mix_conversation,
 )
+from training.fixtures import curve, save_fixture
 
 if TYPE_CHECKING:  # torch is imported lazily: the CLI's --help stays instant
     import torch
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # torch is imported lazily: the CLI's --help stays instant
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO / "tests" / "fixtures" / "segmentation-synthetic"
 SCRIPT = "training/train_segmentation.py"
-FIXTURE_KEY = "coreml_diarize_fixture"  # provenance record inside the checkpoint
 
 
 @dataclass(frozen=True)
@@ -150,31 +150,6 @@ def attach_powerset(model: Any) -> None:
     model.powerset = Powerset(len(spec.classes), spec.powerset_max_classes)
 
 
-def save_fixture(model: Any, path: Path, record: dict[str, Any]) -> Path:
-    """pyannote's checkpoint format (Lightning dict + `on_save_checkpoint`), tensors in fp16.
-
-    fp16 halves the file (1.47M params → ~3 MB); `load_state_dict` copies them back into the
-    fp32 model. Only plain data goes in, so the loader's restricted unpickler accepts it.
-    """
-    import pytorch_lightning as pl
-    import torch
-
-    state = {
-        k: (v.detach().half() if v.is_floating_point() else v.detach()).clone()
-        for k, v in model.state_dict().items()
-    }
-    checkpoint = {
-        "state_dict": state,
-        "hyper_parameters": json.loads(json.dumps(dict(model.hparams))),  # plain dicts only
-        "pytorch-lightning_version": pl.__version__,
-        FIXTURE_KEY: record,
-    }
-    model.on_save_checkpoint(checkpoint)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-    return path
-
-
 def train(cfg: TrainConfig, out_dir: Path, work_dir: Path | None = None) -> dict[str, Any]:
     import torch
 
@@ -249,10 +224,7 @@ def train(cfg: TrainConfig, out_dir: Path, work_dir: Path | None = None) -> dict
         "train_seconds": round(train_seconds, 1),
         "total_seconds": round(time.monotonic() - t0, 1),
         "final_loss": final_loss,
-        "loss_curve": [
-            round(float(np.mean(losses[i : i + cfg.log_every])), 4)
-            for i in range(0, len(losses), cfg.log_every)
-        ],
+        "loss_curve": curve(losses, cfg.log_every, digits=4),
         "checkpoint": str(path.relative_to(REPO) if path.is_relative_to(REPO) else path),
         "checkpoint_bytes": path.stat().st_size,
     }

@@ -76,22 +76,6 @@ def test_fixture_has_the_converters_architecture(synthetic_emb):
     assert all(loaded[k].shape == reference[k].shape for k in reference)
 
 
-def test_fixture_is_small_and_plain_data():
-    import torch
-
-    from coreml_diarize.sources import _allowed_globals
-
-    assert CHECKPOINT.stat().st_size <= MAX_BYTES
-    with torch.serialization.safe_globals(_allowed_globals()):
-        ckpt = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
-    assert {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()} == {
-        torch.float16
-    }
-    record = ckpt["coreml_diarize_fixture"]
-    assert record["script"] == "training/train_embedding.py"
-    assert record["steps"] > 0 and isinstance(record["seed"], int)
-
-
 def test_fixture_identifies_heldout_voices(small_heldout):
     ident, _ = small_heldout
     assert ident["speakers"] == len(SMALL_VARIANTS) * len(SMALL_PITCHES)

@@ -12,6 +12,8 @@ import pytest
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
 CHECKPOINT = FIXTURE_DIR / "pytorch_model.bin"
 MAX_BYTES = 4 * 1024 * 1024
+EMBEDDING_CHECKPOINT = FIXTURE_DIR.parent / "embedding-synthetic" / "pytorch_model.bin"
+EMBEDDING_MAX_BYTES = 14 * 1024 * 1024  # ResNet34's 6.6 M parameters in fp16
 
 # Bounds on pyannote's sample (its three non-overlapping 10 s chunks against sample.rttm),
 # derived from what training/evaluate_segmentation.py's functions measured on the committed
@@ -60,19 +62,29 @@ def test_random_source_has_no_trained_on(seg_weights):
     assert "source.trained_on" not in seg_weights.provenance.as_metadata()
 
 
-def test_fixture_is_small_and_plain_data():
+@pytest.mark.parametrize(
+    ("checkpoint", "max_bytes", "script"),
+    [
+        (CHECKPOINT, MAX_BYTES, "training/train_segmentation.py"),
+        (EMBEDDING_CHECKPOINT, EMBEDDING_MAX_BYTES, "training/train_embedding.py"),
+    ],
+    ids=["segmentation", "embedding"],
+)
+def test_fixture_is_small_and_plain_data(checkpoint: Path, max_bytes: int, script: str):
+    """Both fixtures: fp16 storage under their size bound, plain data only (the restricted
+    unpickler reads them), and the record of the script that trained them."""
     import torch
 
     from coreml_diarize.sources import _allowed_globals
 
-    assert CHECKPOINT.stat().st_size <= MAX_BYTES
+    assert checkpoint.stat().st_size <= max_bytes
     with torch.serialization.safe_globals(_allowed_globals()):
-        ckpt = torch.load(CHECKPOINT, map_location="cpu", weights_only=True)
+        ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()} == {
         torch.float16
     }
     record = ckpt["coreml_diarize_fixture"]
-    assert record["script"] == "training/train_segmentation.py"
+    assert record["script"] == script
     assert record["steps"] > 0 and isinstance(record["seed"], int)
 
 
