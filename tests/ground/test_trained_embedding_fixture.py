@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 FIXTURE_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "embedding-synthetic"
-CHECKPOINT = FIXTURE_DIR / "pytorch_model.bin"
 
 # A handful of held-out voices (held-out variants, languages and words; seed other than the
 # evaluation's), 3 short clean utterances each: enrol with 1, identify the other 2.
