@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from coreml_diarize.app.cli import main
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
+EMBEDDING_FIXTURE = FIXTURE.parent / "embedding-synthetic"
 SAMPLE_RATE = 16000
 EXCERPT_S = 12.5  # 3 full windows + a padded one at a 5 s step: short for the MIL executor
 
@@ -81,3 +82,39 @@ def test_fixture_chain_diarizes_and_matches_pyannote(fixture_models, excerpt, tm
     report = json.loads(out.read_text())
     assert report["weights"]["segmentation"] == str(FIXTURE)
     assert report["converted_vs_torch"]["der"] == 0.0
+
+
+@pytest.fixture(scope="module")
+def trained_chain(fixture_models, tmp_path_factory):
+    """The online chain on both trained fixtures, with the 8-bit (fp16-program) variants."""
+    import shutil
+
+    runner = CliRunner()
+    out = tmp_path_factory.mktemp("trained_chain")
+    for aux in ("powerset_postprocessor", "embedding_preprocessor", "unified_post_embedding"):
+        shutil.copytree(fixture_models / f"{aux}.mlpackage", out / f"{aux}.mlpackage")
+    shutil.copytree(
+        fixture_models / "pyannote_segmentation.mlpackage", out / "pyannote_segmentation.mlpackage"
+    )
+    args = ["convert", "embedding", "--source", str(EMBEDDING_FIXTURE), "--out", str(out)]
+    done = runner.invoke(main, args)
+    assert done.exit_code == 0, done.output
+    for stem in ("pyannote_segmentation", "wespeaker_v2"):
+        args = ["quantize", str(out / f"{stem}.mlpackage"), "--mode", "palettize", "--nbits", "8"]
+        done = runner.invoke(main, [*args, "--out", str(out)])
+        assert done.exit_code == 0, done.output
+    return out
+
+
+def test_palettize8_chain_matches_fp32_pytorch_on_trained_weights(trained_chain, excerpt, tmp_path):
+    """Issue #14's bar: the 8-bit chain (segmentation + embedding fixtures) against pyannote's
+    fp32 PyTorch pipeline, DER <= 1 % (measured on the whole 30 s sample: 0.06 %)."""
+    out = tmp_path / "compare.json"
+    args = ["compare", str(excerpt), "--models", str(trained_chain), "--backend", "mil"]
+    done = CliRunner().invoke(main, [*args, "--variant", "palettize8", "--json", str(out)])
+    assert done.exit_code == 0, done.output
+    report = json.loads(out.read_text())
+    assert report["weights"]["embedding"] == str(EMBEDDING_FIXTURE)
+    assert report["converted"]["variant"] == "palettize8"
+    assert report["converted"]["speech_s"] > 3.0, "degenerate test: no speech found"
+    assert report["converted_vs_torch"]["der"] <= 0.01, done.output
