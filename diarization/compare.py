@@ -29,8 +29,8 @@ from .diarize import (
     PipelineRecipe,
     audio_file,
     diarize_samples,
-    find_packages,
     make_pipeline,
+    open_file_and_chain,
     pipeline_recipe,
     read_rttm,
     run_pipeline,
@@ -246,15 +246,17 @@ def compare_file(
     progress: Callable[[str], None] | None = None,
 ) -> ComparisonResult:
     """`compare_samples` on a file, the PyTorch side rebuilt from the packages' provenance."""
-    from coreml_diarize.audio import read_audio
-
-    recipe = pipeline_recipe(pipeline)
-    paths = find_packages(models_dir, variant, chain=recipe.chain)
+    recipe, chain, loaded = open_file_and_chain(
+        audio_path,
+        models_dir,
+        pipeline=pipeline,
+        backend=backend,
+        variant=variant,
+        progress=progress,
+    )
     uri = Path(audio_path).stem
     reference = read_rttm(reference_rttm, uri=uri) if reference_rttm is not None else None
-    loaded = read_audio(audio_path)
-    torch_models = torch_models_for(paths, trust_checkpoint=trust_checkpoint)
-    chain = ChainModels.load(paths, backend)
+    torch_models = torch_models_for(chain.paths, trust_checkpoint=trust_checkpoint)
     return compare_samples(
         loaded.samples,
         chain,

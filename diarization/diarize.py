@@ -513,6 +513,29 @@ def diarize_samples(
     )
 
 
+def open_file_and_chain(
+    audio_path: Path | str,
+    models_dir: Path | str,
+    *,
+    pipeline: str | PipelineRecipe = "3.1",
+    backend: str = "auto",
+    variant: str | None = None,
+    progress: Callable[[str], None] | None = None,
+):
+    """(recipe, loaded chain, audio) for running `pipeline` on a file: the packages are found
+    before the audio is read (a bad models dir fails first), and the audio's notices
+    (resampled, downmixed...) go to `progress`."""
+    from coreml_diarize.audio import read_audio
+
+    recipe = pipeline_recipe(pipeline)
+    paths = find_packages(models_dir, variant, chain=recipe.chain)
+    loaded = read_audio(audio_path)
+    for notice in loaded.notices:
+        if progress is not None:
+            progress(f"note: {notice}")
+    return recipe, ChainModels.load(paths, backend), loaded
+
+
 def diarize_file(
     audio_path: Path | str,
     models_dir: Path | str,
@@ -526,16 +549,15 @@ def diarize_file(
 ) -> DiarizationResult:
     """Read `audio_path` (any rate / channels: resampled, downmixed) and diarize it with the
     converted `pipeline` ("3.1": the online packages, "community-1": the offline ones)."""
-    from coreml_diarize.audio import read_audio
 
-    recipe = pipeline_recipe(pipeline)
-    # fail on a bad models dir before reading audio
-    paths = find_packages(models_dir, variant, chain=recipe.chain)
-    loaded = read_audio(audio_path)
-    for notice in loaded.notices:
-        if progress is not None:
-            progress(f"note: {notice}")
-    chain = ChainModels.load(paths, backend)
+    recipe, chain, loaded = open_file_and_chain(
+        audio_path,
+        models_dir,
+        pipeline=pipeline,
+        backend=backend,
+        variant=variant,
+        progress=progress,
+    )
     return diarize_samples(
         loaded.samples,
         chain,
