@@ -1,0 +1,1 @@
+"""One module per CLI command; app/cli.py puts them together."""

@@ -1,0 +1,69 @@
+"""`coreml-diarize build`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..cli_options import backend_option, profiles_choice, source_options
+
+
+@click.command()
+@source_options
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=Path("artifacts"),
+    show_default=True,
+)
+@click.option(
+    "--profile",
+    type=click.Choice(profiles_choice()),
+    default="online",
+    show_default=True,
+    help="Model set: online (3.1-style chain) or offline (community-1, FluidAudio's offline set).",
+)
+@backend_option
+@click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
+@click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
+def build(
+    sources: dict[str, str],
+    trust_checkpoint: bool,
+    hf_cache: Path | None,
+    out_dir: Path,
+    profile: str,
+    backend: str,
+    no_quantize: bool,
+    allow_untrained: bool,
+) -> None:
+    """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
+    import time
+
+    from coreml_diarize.atomic import ensure_writable_dir
+    from coreml_diarize.mlpackage import package_size
+
+    from ..build import build_all
+
+    start = time.perf_counter()
+    ensure_writable_dir(out_dir)
+    summary = build_all(
+        out_dir,
+        sources=sources,
+        profile=profile,
+        quantize=not no_quantize,
+        backend=backend,
+        allow_untrained=allow_untrained,
+        trust_checkpoint=trust_checkpoint,
+        cache_dir=hf_cache,
+        progress=lambda line: click.echo(line),
+    )
+    click.echo(
+        f"\n{len(summary.packages)} packages, all validated ({time.perf_counter() - start:.0f} s):"
+    )
+    for package in summary.packages:
+        click.echo(f"  {package.name:48} {package_size(package) / 1e6:7.2f} MB")
+    for sidecar in summary.sidecars:
+        click.echo(f"  {sidecar.name}")
+    click.echo(f"bundle: {summary.bundle}\nzip:    {summary.zip_path}")

@@ -1,0 +1,98 @@
+"""`coreml-diarize convert`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from coreml_diarize.converters.convert import PRECISIONS
+
+from ..cli_options import options_from, source_options
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@source_options
+@click.option(
+    "--out", "out_dir", type=click.Path(path_type=Path), required=True, help="Output directory."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="fp32",
+    show_default=True,
+)
+@click.option(
+    "--target",
+    "deployment_target",
+    default="iOS17",
+    show_default=True,
+    help="Minimum deployment target.",
+)
+@click.option(
+    "--min-activity-frames",
+    type=float,
+    default=None,
+    help="post-embedding: valid threshold (frames).",
+)
+@click.option(
+    "--min-speaker-duration", type=float, default=None, help="post-embedding: min speaker seconds."
+)
+@click.option(
+    "--no-clean-fallback",
+    is_flag=True,
+    help="preprocessor: never fall back to the overlapping mask.",
+)
+@click.option(
+    "--flexible-batch", is_flag=True, help="embedding: accept 1..32 speaker slots (default 3)."
+)
+def convert(
+    models: tuple[str, ...],
+    sources: dict[str, str],
+    trust_checkpoint: bool,
+    hf_cache: Path | None,
+    out_dir: Path,
+    precision: str,
+    deployment_target: str,
+    min_activity_frames: float | None,
+    min_speaker_duration: float | None,
+    no_clean_fallback: bool,
+    flexible_batch: bool,
+) -> None:
+    """Convert MODELS (the registry's keys, or all)."""
+    from coreml_diarize.atomic import ensure_writable_dir
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import get_spec, registry
+
+    keys = tuple(registry()) if "all" in models else models
+    specs = [get_spec(k) for k in keys]  # unknown names fail before any work
+    options = options_from(
+        precision=precision,
+        minimum_deployment_target=deployment_target,
+        min_activity_frames=min_activity_frames,
+        min_speaker_duration_s=min_speaker_duration,
+        clean_fallback=False if no_clean_fallback else None,
+        flexible_batch=flexible_batch or None,
+    )
+    ensure_writable_dir(out_dir)
+    for spec in specs:
+        ctx = make_context(
+            spec,
+            source=sources[spec.weights.name] if spec.weights else "random",
+            options=options,
+            trust_checkpoint=trust_checkpoint,
+            cache_dir=hf_cache,
+        )
+        if ctx.weights is not None and not ctx.weights.provenance.trained:
+            click.echo(
+                f"note: {spec.key}: UNTRAINED weights ({ctx.weights.provenance.location}, calibrated)",
+                err=True,
+            )
+        result = convert_model(spec, ctx, out_dir)
+        click.echo(
+            f"{result.path}  {result.size_bytes / 1e6:.2f} MB  {result.precision}  {result.seconds:.1f} s"
+        )
+        for sidecar in result.sidecars:
+            click.echo(f"{sidecar}")
