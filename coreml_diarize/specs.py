@@ -21,9 +21,12 @@ if TYPE_CHECKING:  # heavy imports only where used
     import torch
 
 Dim = int | str
-# Compute units that ask for the Neural Engine (fp16 only). `all` is left out on purpose: with
-# `all`, Core ML runs an fp32-typed program on the CPU/GPU in fp32 (coremltools' "Typed
-# Execution" guide: only the NE is barred for fp32 programs), so fp32 bounds still apply.
+# Compute units that ask for the Neural Engine. The NE computes in fp16 only, and Core ML never
+# places an fp32-typed ML program there: "a float 32 typed model ... will execute on a
+# combination of the GPU and CPU" (coremltools' "Typed Execution" guide and its workflow
+# example, apple.github.io/coremltools/docs-guides/source/typed-execution[-example].html).
+# So an fp32 package asked to run on `cpu_and_ne` runs on the CPU in fp32, and is judged by its
+# fp32 bounds; what the units change is whether an fp16 program's ops may land on the NE.
 NEURAL_ENGINE_UNITS = ("cpu_and_ne",)
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
 
@@ -208,18 +211,24 @@ class ModelSpec:
     def tolerance_for(
         self, recipe: str, compute_units: str = "cpu_only", *, trained: bool = True
     ) -> Mapping[str, Tolerance]:
-        """The tolerances for a package made by `recipe`, run on `compute_units`.
-
-        On the Neural Engine (`cpu_and_ne`) an fp32 package is judged like an fp16 one: the
-        runtime decides the placement, and the ANE computes in fp16 only."""
+        """The tolerances for a package made by `recipe`, run on `compute_units` (which do not
+        change them: see `tolerance_key`); a `DiarizeError` where the model declares none for
+        that recipe (FBank, PldaRho: fp32 only, measured to need it)."""
         table = self.tolerances if trained else {**self.tolerances, **self.untrained_tolerances}
-        return table[self.tolerance_key(recipe, compute_units)]
+        key = self.tolerance_key(recipe)
+        if key not in table:
+            raise DiarizeError(
+                f"{self.filename} has no tolerance for {recipe} packages (declared: "
+                f"{', '.join(sorted(table))}): it is meant to stay "
+                f"{' or '.join(sorted(table))}, so such a package cannot be validated"
+            )
+        return table[key]
 
-    def tolerance_key(self, recipe: str, compute_units: str = "cpu_only") -> str:
-        """Which entry of the tolerance tables judges `recipe` on `compute_units`: the recipe
-        itself (palettize8), its family (palettize), or fp16 for anything else reduced."""
-        if recipe == "fp32" and compute_units in NEURAL_ENGINE_UNITS:
-            recipe = "fp16"
+    def tolerance_key(self, recipe: str) -> str:
+        """Which entry of the tolerance tables judges `recipe`: the recipe itself
+        (palettize8), its family (palettize), or fp16 for anything else reduced. The compute
+        units do not change it: an fp32 program never runs on the Neural Engine (see
+        NEURAL_ENGINE_UNITS), and a reduced one is judged by its own bounds wherever it runs."""
         if recipe in self.tolerances:
             return recipe
         family = recipe.rstrip("0123456789")

@@ -209,7 +209,7 @@ def judged_tolerances(
     tolerances = dict(spec.tolerance_for(recipe, units, trained=record.trained is not False))
     if overrides:
         tolerances = {k: _override(t, overrides) for k, t in tolerances.items()}
-    return spec.tolerance_key(recipe, units), tolerances
+    return spec.tolerance_key(recipe), tolerances
 
 
 def _run_cases(spec: ModelSpec, ctx, runner, cases, progress):
