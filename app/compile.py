@@ -1,8 +1,14 @@
 """Compiled models: `xcrun coremlcompiler compile` turns an .mlpackage into the .mlmodelc an app
 loads directly (no compile step on the device, the first load is faster).
 
-Only macOS with Xcode (or its command line tools) has `xcrun`; elsewhere bundles ship without
-compiled models, say so once, and record `"compiled": NOT_COMPILED` in each manifest entry.
+Only macOS with Xcode has the compiler. Every Mac has `/usr/bin/xcrun`, but with only the
+Command Line Tools (no Xcode) `xcrun coremlcompiler` fails with `xcrun: error: unable to find
+utility "coremlcompiler", not a developer tool or in PATH` (exit 72; reported in
+apple/ml-stable-diffusion#17 and hollance/MobileNet-CoreML#3). So the compiler counts as
+available only when `xcrun --find coremlcompiler` succeeds (xcrun(1): `--find` prints a tool's
+path, or fails when the active developer directory has no such tool). Without it bundles ship
+without compiled models, say so once, and record `"compiled": NOT_COMPILED` in each manifest
+entry; a compiler that exists and then fails still stops the command (ArtifactError, exit 5).
 """
 
 from __future__ import annotations
@@ -17,15 +23,31 @@ from coreml_diarize.mlpackage import tree_hash
 
 NOT_COMPILED = "not compiled (xcrun not available)"
 NOTICE = (
-    "xcrun not found (Core ML compilation needs macOS with Xcode): the bundle ships "
+    "Core ML compiler not available (`xcrun coremlcompiler` needs macOS with Xcode; xcrun is "
+    "missing, or the Command Line Tools alone lack coremlcompiler): the bundle ships "
     ".mlpackage files only; apps compile them on first load"
 )
 TIMEOUT_S = 1800
+# `xcrun --find` only looks a tool up; it can be slow the first time (it builds its cache)
+FIND_TIMEOUT_S = 120
 
 
 def find_xcrun() -> str | None:
-    """Path of `xcrun` on PATH, or None."""
-    return shutil.which("xcrun")
+    """Path of an `xcrun` that can run `coremlcompiler`, or None: no xcrun on PATH (Linux), or
+    an xcrun whose developer directory has no coremlcompiler (Command Line Tools only)."""
+    xcrun = shutil.which("xcrun")
+    if xcrun is None:
+        return None
+    try:
+        probe = subprocess.run(
+            [xcrun, "--find", "coremlcompiler"],
+            capture_output=True,
+            stdin=subprocess.DEVNULL,
+            timeout=FIND_TIMEOUT_S,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return xcrun if probe.returncode == 0 else None
 
 
 def compiled_name(package: Path) -> str:

@@ -20,20 +20,30 @@ from coreml_diarize.mlpackage import file_sha256
 
 POST = "powerset_postprocessor"
 
+# `xcrun --find coremlcompiler` with Xcode: the tool's path, exit 0
+FINDS_COMPILER = """[ "$1" = --find ] && [ "$2" = coremlcompiler ] && {
+  echo /Applications/Xcode.app/Contents/Developer/usr/bin/coremlcompiler; exit 0; }
+"""
 # mimics `xcrun coremlcompiler compile <pkg> <outdir>`: <outdir>/<stem>.mlmodelc/ with files
-FAKE_XCRUN = """#!/bin/sh
-[ "$1" = coremlcompiler ] && [ "$2" = compile ] || { echo "unexpected: $*" >&2; exit 64; }
+FAKE_XCRUN = f"""#!/bin/sh
+{FINDS_COMPILER}[ "$1" = coremlcompiler ] && [ "$2" = compile ] || {{ echo "unexpected: $*" >&2; exit 64; }}
 out="$4/$(basename "$3" .mlpackage).mlmodelc"
 mkdir -p "$out/weights"
 cp "$3/Manifest.json" "$out/coremldata.bin"
 printf 'program(1.0)\\n' > "$out/model.mil"
 """
-FAILING_XCRUN = """#!/bin/sh
-mkdir -p "$4/$(basename "$3" .mlpackage).mlmodelc" && echo partial > "$4/$(basename "$3" .mlpackage).mlmodelc/half"
+FAILING_XCRUN = f"""#!/bin/sh
+{FINDS_COMPILER}mkdir -p "$4/$(basename "$3" .mlpackage).mlmodelc" && echo partial > "$4/$(basename "$3" .mlpackage).mlmodelc/half"
 echo "coremlcompiler: error: compiler error: Espresso exception: invalid blob" >&2
 exit 1
 """
 SILENT_XCRUN = "#!/bin/sh\nexit 0\n"
+# macOS with the Command Line Tools only: /usr/bin/xcrun exists, coremlcompiler does not (the
+# message and exit code 72 users report, e.g. apple/ml-stable-diffusion#17)
+CLT_ONLY_XCRUN = """#!/bin/sh
+echo 'xcrun: error: unable to find utility "coremlcompiler", not a developer tool or in PATH' >&2
+exit 72
+"""
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +78,19 @@ def _xcrun(tmp_path, monkeypatch, script: str | None):
         pytest.skip("an xcrun is installed system-wide")
 
 
-def test_without_xcrun_one_notice_and_manifest_field(packages, tmp_path, monkeypatch):
-    _xcrun(tmp_path, monkeypatch, None)
+@pytest.mark.parametrize(
+    "script", [None, CLT_ONLY_XCRUN], ids=["no-xcrun", "command-line-tools-only"]
+)
+def test_without_compiler_one_notice_and_manifest_field(packages, tmp_path, monkeypatch, script):
+    """No xcrun (Linux), or an xcrun without coremlcompiler (macOS without Xcode): a notice, not
+    an error (issue #21 item 7: the Command Line Tools case exited 5)."""
+    _xcrun(tmp_path, monkeypatch, script)
+    assert find_xcrun() is None
     result = CliRunner().invoke(
         main, ["package", *map(str, packages), "--out", str(tmp_path / "dist"), "--allow-untrained"]
     )
     assert result.exit_code == 0, result.output
-    assert result.output.count("xcrun not found") == 1  # one notice for two packages
+    assert result.output.count("Core ML compiler not available") == 1  # one notice, two packages
     assert "error" not in result.output
     bundle = tmp_path / "dist" / "coreml-diarize-bundle"
     manifest = json.loads((bundle / "manifest.json").read_text())
