@@ -116,21 +116,28 @@ def options_from(**kw):
     return Options(**{k: v for k, v in kw.items() if v is not None})
 
 
-def find_packages(paths: tuple[Path, ...]) -> list[Path]:
-    """mlpackages named directly, or found inside build directories / bundles."""
-    from coreml_diarize.errors import ArtifactError
+def ship_option(f):
+    """--ship MODEL=VARIANT (repeatable) or --ship device: which variant of each model takes its
+    plain name (app/variants.py); the command receives `ship`, a ShipChoice or None."""
 
-    found: list[Path] = []
-    for path in paths:
-        if path.suffix == ".mlpackage" or (path / "Manifest.json").is_file():
-            found.append(path)
-        elif path.is_dir():
-            found.extend(sorted(path.glob("*.mlpackage")))
-        else:
-            raise ArtifactError(f"not an .mlpackage or a directory of them: {path}")
-    if not found:
-        raise ArtifactError("no .mlpackage found in " + ", ".join(map(str, paths)))
-    return found
+    def parse(ctx, param, values):
+        from coreml_diarize.errors import DiarizeError
+
+        from .variants import ShipChoice
+
+        try:
+            return ShipChoice.parse(values) if values else None
+        except DiarizeError as exc:
+            raise click.BadParameter(str(exc)) from exc
+
+    return click.option(
+        "--ship",
+        multiple=True,
+        callback=parse,
+        metavar="MODEL=VARIANT|device",
+        help="Put this variant under the model's plain name (e.g. wespeaker_v2=palettize8); "
+        "'device': 8-bit where the model has it, fp32 elsewhere. Default: fp32 (docs/shipping.md).",
+    )(f)
 
 
 def user_audio(files: tuple[Path, ...], chunk: int) -> dict:

@@ -8,9 +8,10 @@ import hashlib
 import io
 import json
 import logging
+import os
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,8 +76,20 @@ def make_deterministic(package: Path) -> None:
     manifest_path.write_text(json.dumps(manifest, indent=4, sort_keys=True) + "\n")
 
 
+def is_content(relative: Path) -> bool:
+    """Whether a file, by its path inside a package or bundle, is part of it. Not: dotfiles and
+    dot-folders anywhere on the path (Finder's `.DS_Store`, AppleDouble `._*`, our hidden
+    `.tmp` staging dirs) and Finder's `__MACOSX` zip litter. The one rule for hashing,
+    verifying, zipping and publishing (issue #21 item 11)."""
+    return not any(part.startswith(".") or part == "__MACOSX" for part in Path(relative).parts)
+
+
 def package_files(package: Path) -> list[Path]:
-    return sorted(p for p in Path(package).rglob("*") if p.is_file())
+    """The files that make up a package or bundle folder (`is_content`), sorted."""
+    package = Path(package)
+    return sorted(
+        p for p in package.rglob("*") if p.is_file() and is_content(p.relative_to(package))
+    )
 
 
 def package_size(package: Path) -> int:
@@ -101,12 +114,45 @@ def tree_hash(package: Path) -> tuple[str, dict[str, str]]:
     return digest.hexdigest(), files
 
 
+def has_entry(directory: Path, name: str) -> bool:
+    """Whether `directory` lists an entry named exactly `name`. Not `(directory / name).exists()`:
+    macOS file systems (APFS by default) are case-insensitive, so there a bundle's
+    `manifest.json` answers to `Manifest.json`, the name that marks an .mlpackage."""
+    try:
+        return name in os.listdir(directory)
+    except OSError:  # not a directory, or unreadable: no entry of that name
+        return False
+
+
+def is_package_dir(path: Path) -> bool:
+    """An .mlpackage directory: named so, or holding a `Manifest.json` (exactly that name)."""
+    path = Path(path)
+    return path.is_dir() and (path.suffix == ".mlpackage" or has_entry(path, "Manifest.json"))
+
+
+def collect_packages(paths: Iterable[Path]) -> list[Path]:
+    """.mlpackages named directly, or found inside build directories and bundles (the
+    packages directly inside each), by their names in the directory listings."""
+    found: list[Path] = []
+    paths = [Path(p) for p in paths]
+    for path in paths:
+        if path.suffix == ".mlpackage" or is_package_dir(path):
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(path / n for n in os.listdir(path) if n.endswith(".mlpackage")))
+        else:
+            raise ArtifactError(f"not an .mlpackage or a directory of them: {path}")
+    if not found:
+        raise ArtifactError("no .mlpackage found in " + ", ".join(map(str, paths)))
+    return found
+
+
 def check_package(path: Path) -> Path:
     """Structural checks with one clear error: exists, Manifest.json parses, files present."""
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"mlpackage not found: {path}")
-    if not path.is_dir() or not (path / "Manifest.json").is_file():
+    if not path.is_dir() or not has_entry(path, "Manifest.json"):
         raise ArtifactError(f"not an .mlpackage (no Manifest.json): {path}")
     try:
         manifest = json.loads((path / "Manifest.json").read_text())
@@ -172,6 +218,20 @@ class TensorInfo:
     dtype: str
     flexible: dict[int, tuple[int, int]] = field(default_factory=dict)
     description: str = ""
+    # enumerated shapes (`enumeratedShapes` in the spec): axis -> the sizes it takes, sorted,
+    # for each axis that differs between the shapes; and the shapes as declared (coremltools
+    # writes the default first). `shape` is the default.
+    enumerated: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    enumerated_shapes: list[tuple[int, ...]] = field(default_factory=list)
+
+    def sizes(self, axis: int) -> tuple[int, ...] | None:
+        """The sizes Core ML accepts along `axis`; None for a range without an upper bound."""
+        if axis in self.enumerated:
+            return self.enumerated[axis]
+        if axis in self.flexible:
+            lower, upper = self.flexible[axis]
+            return tuple(range(lower, upper + 1)) if upper >= 0 else None
+        return (self.shape[axis],)
 
 
 @dataclass
@@ -203,17 +263,33 @@ def _tensor_info(feature) -> TensorInfo:
     arr = feature.type.multiArrayType
     shape = tuple(int(d) for d in arr.shape)
     flexible = {}
-    if arr.WhichOneof("ShapeFlexibility") == "shapeRange":
+    enumerated_shapes: list[tuple[int, ...]] = []
+    which = arr.WhichOneof("ShapeFlexibility")
+    if which == "shapeRange":
         for axis, rng in enumerate(arr.shapeRange.sizeRanges):
             if rng.lowerBound != rng.upperBound:
                 flexible[axis] = (int(rng.lowerBound), int(rng.upperBound))
+    elif which == "enumeratedShapes":
+        enumerated_shapes = [tuple(int(d) for d in e.shape) for e in arr.enumeratedShapes.shapes]
+    axes = zip(*enumerated_shapes, strict=True) if len(enumerated_shapes) > 1 else ()
+    enumerated = {
+        axis: tuple(sorted(set(sizes))) for axis, sizes in enumerate(axes) if len(set(sizes)) > 1
+    }
     return TensorInfo(
         feature.name,
         shape,
         _DTYPES.get(arr.dataType, str(arr.dataType)),
         flexible,
         feature.shortDescription,
+        enumerated,
+        enumerated_shapes,
     )
+
+
+def read_io(path: Path) -> tuple[list[TensorInfo], list[TensorInfo]]:
+    """A package's declared inputs and outputs, from its spec only (no MIL program loaded)."""
+    desc = load_mlmodel(path).get_spec().description
+    return [_tensor_info(f) for f in desc.input], [_tensor_info(f) for f in desc.output]
 
 
 def inspect_package(path: Path) -> PackageInfo:

@@ -11,7 +11,6 @@ from coreml_diarize.validation.backends import COMPUTE_UNITS
 
 from ..cli_options import (
     backend_option,
-    find_packages,
     json_option,
     trust_option,
     user_audio,
@@ -63,11 +62,12 @@ def validate(
 ) -> None:
     """Run saved packages against their PyTorch references; exit 6 if any output fails."""
     from coreml_diarize.errors import ValidationFailed
+    from coreml_diarize.mlpackage import collect_packages
     from coreml_diarize.validation.report import validate_package
 
     from ..bundle import save_report
 
-    packages = find_packages(paths)
+    packages = collect_packages(paths)
     for name, value in (("--max-abs", max_abs), ("--min-cosine", min_cosine)):
         if value is not None and value < 0:
             raise DiarizeError(f"{name} must be >= 0")
