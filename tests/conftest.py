@@ -58,3 +58,18 @@ def emb_package(emb_ctx, tmp_path_factory):
     from coreml_diarize.models import get_spec
 
     return convert_model(get_spec("embedding"), emb_ctx, tmp_path_factory.mktemp("emb")).path
+
+
+@pytest.fixture
+def coreml_standin(monkeypatch):
+    """Core ML on this machine: validation/backends.py gets the stand-in of coremltools'
+    MLModel and MLComputePlan (tests/coreml_standin.py) and is told it runs on macOS. The
+    fixture is the installer: `coreml_standin(GITHUB_HOSTED_VM)` switches the emulated Mac
+    (default: an Apple silicon Mac with a Neural Engine); it returns the MLModel class."""
+    import coreml_standin as standin
+
+    def use(machine: standin.Machine = standin.APPLE_SILICON_MAC):
+        return standin.install(monkeypatch, machine)
+
+    use()
+    return use

@@ -14,7 +14,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from coreml_diarize.models import get_spec
 from coreml_diarize.record import PackageRecord
 from coreml_diarize.specs import ModelSpec, Tolerance
 
+from .compute_plan import PlacementReport
 from .judge import Judgement, judge
 
 
@@ -40,6 +41,13 @@ class ValidationReport(Judgement):
     source: str
     versions: dict[str, str]
     seconds: float
+    # where it ran (validation/backends.py, ComputeDevices): the devices Core ML says it can
+    # use ("cpu (MIL executor)" on the executor), whether this was really a Neural Engine
+    # check, Core ML's per-op placement beside `inspect --ane`'s prediction (macOS 14.4+)
+    available_devices: list[str] = field(default_factory=list)
+    neural_engine_checked: bool = False
+    placement: PlacementReport | None = None
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -59,10 +67,27 @@ class ValidationReport(Judgement):
                 f"{self.package}: {self.model} [{self.recipe}] via {self.backend}"
                 + (f" ({self.compute_units})" if self.backend == "coreml" else "")
                 + f", weights {self.source} (trained: {self.trained})",
+                *self.device_lines(),
                 *judgement_lines(self),
                 "PASSED" if self.passed else "FAILED",
             ]
         )
+
+    def device_lines(self) -> list[str]:
+        """Where it ran: devices, whether the Neural Engine was checked, the placement."""
+        if self.backend != "coreml":
+            return [f"  note: {note}" for note in self.notes]
+        lines = [
+            f"  devices: {', '.join(self.available_devices) or 'unknown'}; Neural Engine "
+            + ("checked" if self.neural_engine_checked else "NOT checked")
+        ]
+        if self.placement is not None:
+            lines.append("  " + self.placement.line())
+            lines += [
+                f"    {d.output} ({d.op_type}): predicted {d.predicted}, Core ML {d.planned}"
+                for d in self.placement.disagreements
+            ]
+        return lines + [f"  note: {note}" for note in self.notes]
 
 
 def judgement_lines(judgement: Judgement, indent: str = "") -> list[str]:
@@ -172,6 +197,7 @@ def evaluate_package(
         cases.update(audio_cases(spec, ctx, next(iter(cases.values())), audio))
     refs, outs = _run_cases(spec, ctx, runner, cases, progress)
     judgement = judge(spec, tolerances, refs, outs)
+    devices = runner.compute_devices()
     report = ValidationReport(
         **vars(judgement),
         package=str(path),
@@ -183,6 +209,10 @@ def evaluate_package(
         source=record.source.get("location", record.source.get("kind", "none")),
         versions=library_versions(),
         seconds=time.perf_counter() - start,
+        available_devices=devices.available,
+        neural_engine_checked=devices.neural_engine_checked,
+        placement=devices.placement,
+        notes=[*runner.notes, *devices.notes],
     )
     return Evaluation(report, spec, record, key, tolerances, cases, refs, outs)
 

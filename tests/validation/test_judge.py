@@ -222,6 +222,10 @@ def test_validation_report_keeps_its_format():
         "seconds",
         "passed",
         "summary",
+        "available_devices",
+        "neural_engine_checked",
+        "placement",
+        "notes",
     }
     assert d["passed"] is False and [c["input"] for c in d["cases"]] == ["a", "b"]
     lines = report.table().splitlines()
