@@ -129,6 +129,13 @@ class PackageRecord:
         return {"true": True, "false": False}.get(value) if value is not None else None
 
     @property
+    def embedding_output(self) -> str:
+        """What an embedding model emits: "raw" (pyannote's vector, what PldaRho expects) or
+        "l2" (unit-norm), the `embedding_output` conversion option. Packages that predate the
+        option were raw."""
+        return str(self.thresholds.get("embedding_output", "raw"))
+
+    @property
     def source_files(self) -> dict[str, str]:
         """Path of each weights file within the source -> its SHA-256 (the `source.files`
         JSON); empty for random weights, weightless models and packages that predate it."""

@@ -29,6 +29,11 @@ Dim = int | str
 # fp32 bounds; what the units change is whether an fp16 program's ops may land on the NE.
 NEURAL_ENGINE_UNITS = ("cpu_and_ne",)
 DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15")
+# What the embedding models emit (Options.embedding_output): "raw" = pyannote's WeSpeaker output,
+# what pyannote's PLDA (and so PldaRho) expects; "l2" = that vector divided by its L2 norm, what
+# FluidAudio documents for `ChunkEmbedding.embedding256` (docs/offline_contract.md, "Embedding
+# scale" says what each choice changes, measured).
+EMBEDDING_OUTPUTS = ("raw", "l2")
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,7 @@ class Options:
     clean_fallback: bool = True  # embedding_preprocessor: pyannote's fallback to the raw mask
     embedding_batch: int = 3  # wespeaker batch (3 = the contract)
     flexible_batch: bool = False  # wespeaker: batch 1..32 instead of fixed
+    embedding_output: str = "raw"  # embedding models: raw | l2 (EMBEDDING_OUTPUTS)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "fp16-selective"):
@@ -113,12 +119,20 @@ class Options:
             raise DiarizeError("thresholds must be non-negative numbers")
         if not 1 <= self.embedding_batch <= 32:
             raise DiarizeError(f"embedding batch must be 1..32, got {self.embedding_batch}")
+        if self.embedding_output not in EMBEDDING_OUTPUTS:
+            raise DiarizeError(
+                f"unknown embedding output '{self.embedding_output}'"
+                f" (choose from {', '.join(EMBEDDING_OUTPUTS)})"
+            )
 
     def thresholds(self) -> dict[str, Any]:
+        """The options recorded in every package's metadata (`coreml_diarize.thresholds`),
+        from which `context.options_for` rebuilds them (validation, golden I/O)."""
         return {
             "min_activity_frames": self.min_activity_frames,
             "min_speaker_duration_s": self.min_speaker_duration_s,
             "clean_fallback": self.clean_fallback,
+            "embedding_output": self.embedding_output,
         }
 
 

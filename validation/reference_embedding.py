@@ -3,6 +3,9 @@
 pyannote computes the fbank with `torch.vmap(kaldi.fbank)` and pools with `StatsPool`
 (F.interpolate of the weights); the wrapper re-expresses both (strided conv, selection matrix),
 so comparing against this forward checks those re-expressions, not just the copied ResNet.
+
+With the `embedding_output="l2"` option the reference is that output divided by its L2 norm,
+in float64 numpy (`as_embedding_output`), not the wrapper's fp16-safe formulation.
 """
 
 from __future__ import annotations
@@ -15,16 +18,28 @@ import torch
 from coreml_diarize import signals
 
 
+def as_embedding_output(raw: np.ndarray, embedding_output: str) -> np.ndarray:
+    """pyannote's raw embeddings (B, dim) as the package emits them: unchanged for "raw"; for
+    "l2" each row divided by its L2 norm in float64 (an all-zero row stays zero), float32 out."""
+    if embedding_output == "raw":
+        return raw
+    rows = np.asarray(raw, dtype=np.float64)
+    norms = np.linalg.norm(rows, axis=-1, keepdims=True)
+    return (rows / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+
+
 def embedding_reference(ctx) -> Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """{"waveform": (B, samples), "mask": (B, frames)} -> {"embedding": (B, dim)}, raw."""
+    """{"waveform": (B, samples), "mask": (B, frames)} -> {"embedding": (B, dim)}, raw or
+    L2-normalised as `ctx.options.embedding_output` says."""
     model = ctx.weights.model.eval()
+    output = ctx.options.embedding_output
 
     def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         waveform = torch.from_numpy(np.asarray(inputs["waveform"], dtype=np.float32))
         mask = torch.from_numpy(np.asarray(inputs["mask"], dtype=np.float32))
         with torch.inference_mode():
             out = model(waveform[:, None, :], weights=mask)
-        return {"embedding": out.numpy()}
+        return {"embedding": as_embedding_output(out.numpy(), output)}
 
     return run
 

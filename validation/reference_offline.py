@@ -7,7 +7,8 @@ Each reference is pyannote's own code, never a wrapper:
                 laid out channels-first (batch, 1, mels, frames)
   Embedding     the WeSpeaker ResNet's own forward on that fbank with the weights:
                 `resnet(fbank (B, T, F), weights=mask)[1]`, what `WeSpeakerResNet34.forward`
-                does after `compute_fbank` (raw, not L2-normalised)
+                does after `compute_fbank` (raw, not L2-normalised; L2-normalised in float64
+                with the `embedding_output="l2"` option)
   PldaRho       pyannote's `PLDA(x)` (float64) times sqrt(`PLDA.phi`)
 """
 
@@ -20,7 +21,7 @@ import torch
 
 from coreml_diarize import signals
 
-from .reference_embedding import embedding_signals, mask_rows
+from .reference_embedding import as_embedding_output, embedding_signals, mask_rows
 from .reference_plda import speaker_embeddings
 
 Arrays = dict[str, np.ndarray]
@@ -72,13 +73,14 @@ def fbank_inputs(ctx) -> dict[str, Arrays]:
 def embedding_reference(ctx) -> Reference:
     """{"fbank_features", "weights"} -> {"embedding": (B, dim)}: pyannote's ResNet forward."""
     resnet = ctx.weights.model.resnet.eval()
+    output = ctx.options.embedding_output
 
     def run(inputs: Arrays) -> Arrays:
         fbank = torch.from_numpy(np.asarray(inputs["fbank_features"], dtype=np.float32))
         weights = torch.from_numpy(np.asarray(inputs["weights"], dtype=np.float32))
         with torch.inference_mode():
             _, embedding = resnet(fbank[:, 0].transpose(1, 2), weights=weights)  # (B, T, F) in
-        return {"embedding": embedding.numpy()}
+        return {"embedding": as_embedding_output(embedding.numpy(), output)}
 
     return run
 

@@ -13,6 +13,8 @@ Stages, each one module:
                          0/1 selection matrix (a matmul: no gather, no slicing)
   WeightedStatsPool      pyannote's mask-weighted mean and unbiased std, zero-mask safe
   embedding layer(s)     pyannote's seg_1 (and seg_bn_1/seg_2 for two-layer variants)
+  L2Normalise            only with `embedding_output="l2"` (coreml_diarize.specs.Options): the
+                         vector divided by its L2 norm, as FluidAudio documents its embeddings
 
 Why not call pyannote's forward: it returns `torch.tensor(0.0)` beside the embedding, runs the
 fbank through `torch.vmap`, and StatsPool/TSTP use shape arithmetic (`rearrange`, `size()`),
@@ -95,6 +97,25 @@ class WeightedStatsPool(nn.Module):
         return torch.cat([mean, std], dim=1)
 
 
+class L2Normalise(nn.Module):
+    """embedding (batch, dim) -> embedding / ||embedding|| per row; a zero row stays zero.
+
+    Formulated so that no intermediate overflows fp16 (max 65504): the row is first divided by
+    its largest |value| (so every entry is in [-1, 1] and the sum of squares in [1, dim]), then
+    by the norm of that. Same vector as x / ||x|| in exact arithmetic; computed directly,
+    ||x||^2 overflows fp16 for norms above 256, and raw WeSpeaker norms reach tens. The floor
+    `eps` keeps an all-zero row at 0 instead of 0 / 0 (it is a normal fp16 number).
+    """
+
+    eps: float = 1e-4
+
+    def forward(self, embedding: torch.Tensor) -> torch.Tensor:
+        peak = torch.amax(torch.abs(embedding), dim=-1, keepdim=True)
+        scaled = embedding / torch.clamp(peak, min=self.eps)
+        norm = torch.sqrt(torch.sum(scaled * scaled, dim=-1, keepdim=True))
+        return scaled / torch.clamp(norm, min=self.eps)
+
+
 class ResNetFrames(nn.Module):
     """pyannote's ResNet trunk: centred fbank (batch, 1, mels, frames) -> (batch, channels * mels', frames')."""
 
@@ -138,24 +159,26 @@ class FbankEmbedding(nn.Module):
     (batch, dim): what pyannote's `WeSpeakerResNet34.forward` does after `compute_fbank`, i.e.
     `resnet(fbank, weights=mask)[1]` with the fbank laid out channels-first.
 
-    The embedding is returned raw, as pyannote's (not L2-normalised, unlike the published
-    FluidAudio `Embedding`, docs/offline_contract.md U2): pyannote's PLDA starts with
+    By default the embedding is returned raw, as pyannote's (not L2-normalised, unlike the
+    published FluidAudio `Embedding`, docs/offline_contract.md U2): pyannote's PLDA starts with
     l2norm(x - mean1), which is not scale-invariant, so PLDA(x) != PLDA(x / |x|); PldaRho is
-    pyannote's PLDA and expects the raw vector.
+    pyannote's PLDA and expects the raw vector. `l2=True` appends `L2Normalise` (the
+    `embedding_output="l2"` option; docs/offline_contract.md "Embedding scale").
     """
 
-    def __init__(self, resnet, *, fbank_frames: int, mask_frames: int) -> None:
+    def __init__(self, resnet, *, fbank_frames: int, mask_frames: int, l2: bool = False) -> None:
         super().__init__()
         feature_frames = int(resnet.num_frames(fbank_frames))  # pyannote's arithmetic
         self.trunk = ResNetFrames(resnet)
         self.mask_to_frames = MaskToFrames(mask_frames, feature_frames)
         self.pool = WeightedStatsPool()
         self.head = EmbeddingHead(resnet)
+        self.normalise = L2Normalise() if l2 else nn.Identity()
         self.eval()
 
     def forward(self, fbank: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         stats = self.pool(self.trunk(fbank), self.mask_to_frames(mask))
-        return self.head(stats)
+        return self.normalise(self.head(stats))
 
 
 class WeSpeakerEmbedding(FbankEmbedding):
@@ -163,10 +186,12 @@ class WeSpeakerEmbedding(FbankEmbedding):
     what pyannote's `WeSpeakerResNet(waveform[:, None], weights=mask)` returns: the fbank front
     end, then FbankEmbedding."""
 
-    def __init__(self, wespeaker, *, samples: int, mask_frames: int) -> None:
+    def __init__(self, wespeaker, *, samples: int, mask_frames: int, l2: bool = False) -> None:
         fbank = fbank_as_conv(wespeaker)
         fbank_frames = fbank.log_mel.opts.num_frames(samples)
-        super().__init__(wespeaker.resnet, fbank_frames=fbank_frames, mask_frames=mask_frames)
+        super().__init__(
+            wespeaker.resnet, fbank_frames=fbank_frames, mask_frames=mask_frames, l2=l2
+        )
         self.fbank = fbank
         self.eval()
 
@@ -176,7 +201,10 @@ class WeSpeakerEmbedding(FbankEmbedding):
 
 def build_wrapper(ctx) -> WeSpeakerEmbedding:
     return WeSpeakerEmbedding(
-        ctx.weights.model, samples=ctx.geometry.samples, mask_frames=ctx.geometry.frames
+        ctx.weights.model,
+        samples=ctx.geometry.samples,
+        mask_frames=ctx.geometry.frames,
+        l2=ctx.options.embedding_output == "l2",
     )
 
 
@@ -184,5 +212,8 @@ def build_offline_wrapper(ctx) -> FbankEmbedding:
     """For the registry's `offline-embedding` model (FluidAudio's `Embedding`)."""
     fbank_frames = check_frames(KaldiFbankOptions.from_pyannote(ctx.weights.model), ctx.geometry)
     return FbankEmbedding(
-        ctx.weights.model.resnet, fbank_frames=fbank_frames, mask_frames=ctx.geometry.frames
+        ctx.weights.model.resnet,
+        fbank_frames=fbank_frames,
+        mask_frames=ctx.geometry.frames,
+        l2=ctx.options.embedding_output == "l2",
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..cli_options import backend_option, profiles_choice, source_options
+from .convert import embedding_output_option
 
 
 @click.command()
@@ -28,6 +29,7 @@ from ..cli_options import backend_option, profiles_choice, source_options
 @backend_option
 @click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
+@embedding_output_option
 def build(
     sources: dict[str, str],
     trust_checkpoint: bool,
@@ -37,14 +39,25 @@ def build(
     backend: str,
     no_quantize: bool,
     allow_untrained: bool,
+    embedding_output: str,
 ) -> None:
     """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
     import time
 
     from coreml_diarize.atomic import ensure_writable_dir
+    from coreml_diarize.errors import DiarizeError
     from coreml_diarize.mlpackage import package_size
+    from coreml_diarize.specs import Options
 
-    from ..build import build_all
+    from ..build import build_all, profile_specs
+
+    if embedding_output == "l2" and "plda-rho" in {s.key for s in profile_specs(profile)}:
+        # PldaRho needs the raw vector: l2norm(l2norm(x) - mean1) != l2norm(x - mean1), and the
+        # norm is gone once normalised (docs/offline_contract.md, "Embedding scale")
+        raise DiarizeError(
+            f"--embedding-output l2 cannot be bundled with PldaRho ({profile} profile): pyannote's"
+            " PLDA needs the raw embedding, which a normalised one cannot give back"
+        )
 
     start = time.perf_counter()
     ensure_writable_dir(out_dir)
@@ -52,6 +65,7 @@ def build(
         out_dir,
         sources=sources,
         profile=profile,
+        options=Options(embedding_output=embedding_output),
         quantize=not no_quantize,
         backend=backend,
         allow_untrained=allow_untrained,

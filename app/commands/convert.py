@@ -7,8 +7,19 @@ from pathlib import Path
 import click
 
 from coreml_diarize.converters.convert import PRECISIONS
+from coreml_diarize.specs import EMBEDDING_OUTPUTS
 
 from ..cli_options import options_from, source_options
+
+# shared with `build` (app/commands/build.py)
+embedding_output_option = click.option(
+    "--embedding-output",
+    type=click.Choice(EMBEDDING_OUTPUTS),
+    default="raw",
+    show_default=True,
+    help="Embedding models: raw (pyannote's; what PldaRho expects) or l2 (unit norm, as "
+    "FluidAudio documents). docs/offline_contract.md, 'Embedding scale'.",
+)
 
 
 @click.command()
@@ -47,6 +58,7 @@ from ..cli_options import options_from, source_options
 @click.option(
     "--flexible-batch", is_flag=True, help="embedding: accept 1..32 speaker slots (default 3)."
 )
+@embedding_output_option
 def convert(
     models: tuple[str, ...],
     sources: dict[str, str],
@@ -59,6 +71,7 @@ def convert(
     min_speaker_duration: float | None,
     no_clean_fallback: bool,
     flexible_batch: bool,
+    embedding_output: str,
 ) -> None:
     """Convert MODELS (the registry's keys, or all)."""
     from coreml_diarize.atomic import ensure_writable_dir
@@ -75,6 +88,7 @@ def convert(
         min_speaker_duration_s=min_speaker_duration,
         clean_fallback=False if no_clean_fallback else None,
         flexible_batch=flexible_batch or None,
+        embedding_output=embedding_output,
     )
     ensure_writable_dir(out_dir)
     for spec in specs:
@@ -88,6 +102,13 @@ def convert(
         if ctx.weights is not None and not ctx.weights.provenance.trained:
             click.echo(
                 f"note: {spec.key}: UNTRAINED weights ({ctx.weights.provenance.location}, calibrated)",
+                err=True,
+            )
+        if embedding_output == "l2" and spec.key == "offline-embedding":
+            click.echo(
+                f"note: {spec.filename}: L2-normalised output; PldaRho computes pyannote's PLDA"
+                " of what it is given, so an offline chain with this Embedding is no longer"
+                " pyannote's (docs/offline_contract.md, 'Embedding scale')",
                 err=True,
             )
         result = convert_model(spec, ctx, out_dir)
