@@ -89,6 +89,9 @@ def validate(
             progress=progress,
         )
         click.echo(report.table())
+        # e.g. cpu_and_ne on a machine without a Neural Engine: one line a CI log shows
+        for note in report.notes:
+            click.echo(f"note: {package.name}: {note}", err=True)
         reports.append(report)
         if save:
             save_report(package, report.to_dict())

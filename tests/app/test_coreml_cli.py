@@ -99,6 +99,9 @@ def test_validate_cpu_and_ne_on_a_hosted_vm_is_not_an_ane_check(
     (note,) = [n for n in report["notes"] if "Neural Engine" in n]
     assert "no Neural Engine" in note and "not an ANE check" in note
     assert "Neural Engine NOT checked" in done.stdout
+    assert [line for line in done.stderr.splitlines() if "Neural Engine" in line] == [
+        f"note: ToyCube.mlpackage: {note}"
+    ]
     assert set(report["placement"]["ops_by_device"]) == {"cpu"}
 
 
@@ -113,6 +116,7 @@ def test_validate_cpu_and_ne_on_a_mac_records_the_placement(
     assert placement["ops_by_device"]["neural_engine"] >= 1  # the fp16 multiplications
     assert placement["agreement"] == 1.0 and placement["disagreements"] == []
     assert "Neural Engine checked" in done.stdout and "Core ML placement" in done.stdout
+    assert "Neural Engine" not in done.stderr
 
 
 def test_build_and_verify_run_golden_through_core_ml(with_toy, coreml_standin, tmp_path):
