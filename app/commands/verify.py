@@ -17,9 +17,23 @@ from ..cli_options import backend_option
     help="Also run every package on its golden input against the recorded outputs (exit 6 if any fails).",
 )
 @backend_option
-def verify(bundle: Path, run_golden: bool, backend: str) -> None:
+@click.option(
+    "--target",
+    type=click.Choice(("manifest", "fluidaudio")),
+    default="manifest",
+    show_default=True,
+    help="fluidaudio: check a bundle, Hub download or export against FluidAudio's loader "
+    "contract instead (docs/fluidaudio.md).",
+)
+def verify(bundle: Path, run_golden: bool, backend: str, target: str) -> None:
     """Re-check every file hash of a bundle directory or zip against its manifest."""
     from coreml_diarize.errors import ArtifactError, ValidationFailed
+
+    if target == "fluidaudio":
+        from ..fluidaudio import run_check
+
+        run_check(bundle, lambda line: click.echo(line, err=line.startswith("  ")))
+        return
 
     from ..bundle import verify_bundle
 
