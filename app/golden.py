@@ -527,8 +527,10 @@ def _check_shapes(spec: ModelSpec, ctx: BuildContext, inputs: Arrays) -> None:
     for t in spec.inputs:
         want = ctx.geometry.resolve(t.shape)
         got = inputs[t.name].shape
-        fixed = [i for i in range(len(want)) if i not in t.flexible]
-        if len(got) != len(want) or any(got[i] != want[i] for i in fixed):
+        if len(got) != len(want) or not all(
+            t.accepts(axis, size, default)
+            for axis, (size, default) in enumerate(zip(got, want, strict=True))
+        ):
             raise DiarizeError(
                 f"golden input {t.name} of {spec.key} has shape {got}, the model takes {want}"
             )

@@ -271,11 +271,20 @@ POST_EMBEDDING = ModelSpec(
 # FluidAudio sends up to 32 windows per Segmentation call and up to 32 embeddings per PldaRho
 # call, and every count in 1..32 must be accepted (contract §2, §5)
 OFFLINE_BATCH = (1, 32)
+# Segmentation runs on the Neural Engine (fp16 variants), where a range-flexible batch runs only
+# at its default size: its batch is enumerated instead, every count FluidAudio sends (full
+# batches of 32, a last partial batch of any 1..31, a warm-up of 1:
+# OfflineSegmentationProcessor.swift), with 32, the size it sends most, as the default
+# (docs/ane.md, "Batch shapes"). PldaRho keeps OFFLINE_BATCH as a range: an fp32 program,
+# barred from the ANE anyway.
+OFFLINE_SEGMENTATION_BATCHES = tuple(range(1, 33))
+OFFLINE_SEGMENTATION_DEFAULT_BATCH = 32
 FBANK_MEL_BINS = 80  # WeSpeaker's num_mel_bins (the wrappers refuse a checkpoint with others)
 RHO_DIMENSION = 128  # FluidAudio's PLDATransform.rhoDimension = pyannote's lda_dimension
 
-# the online segmentation with a batch of 1..32 windows: the same wrapper, reference and
-# tolerances (both run any batch); only the I/O declaration, the inputs and the set differ
+# the online segmentation with a batch of 1..32 windows (default 32): the same wrapper,
+# reference and tolerances (both run any batch); only the I/O declaration, the inputs and the
+# set differ
 OFFLINE_SEGMENTATION = replace(
     SEGMENTATION,
     key="offline-segmentation",
@@ -287,8 +296,9 @@ OFFLINE_SEGMENTATION = replace(
     inputs=(
         replace(
             SEGMENTATION.inputs[0],
+            shape=(OFFLINE_SEGMENTATION_DEFAULT_BATCH, *SEGMENTATION.inputs[0].shape[1:]),
             description="a batch of 1..32 windows of 10 s, 16 kHz mono audio, float32 in [-1, 1]",
-            flexible={0: OFFLINE_BATCH},
+            enumerated={0: OFFLINE_SEGMENTATION_BATCHES},
         ),
     ),
     example_inputs=_lazy("validation.reference_offline", "segmentation_batch_inputs"),

@@ -63,6 +63,11 @@ class Geometry:
         return tuple(d if isinstance(d, int) else int(getattr(self, d)) for d in shape)
 
 
+# the most shapes an enumerated input may list (coremltools' "Flexible Input Shapes" guide:
+# "You can provide up to 128 different shapes")
+MAX_ENUMERATED_SHAPES = 128
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
@@ -70,6 +75,38 @@ class TensorSpec:
     description: str
     # axis -> (lower, upper) bounds for a flexible dimension; the default size is `shape`'s.
     flexible: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    # axis -> the sizes it accepts, declared as Core ML enumerated shapes (one shape per size);
+    # the default size is `shape`'s and must be one of them. Models meant for the Neural Engine
+    # take a flexible batch this way: a range-flexible input runs on the ANE only at its
+    # default shape, an enumerated one at each of its shapes (docs/ane.md, "Batch shapes").
+    enumerated: Mapping[int, tuple[int, ...]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for axis, sizes in self.enumerated.items():
+            if axis in self.flexible:
+                raise DiarizeError(f"{self.name}: axis {axis} is both a range and enumerated")
+            # coremltools' EnumeratedShapes takes 2 or more shapes (input_types.py), and its
+            # "Flexible Input Shapes" guide allows up to 128
+            if not 2 <= len(sizes) <= MAX_ENUMERATED_SHAPES or len(set(sizes)) != len(sizes):
+                raise DiarizeError(
+                    f"{self.name}: axis {axis} needs 2..{MAX_ENUMERATED_SHAPES} distinct sizes"
+                )
+            default = self.shape[axis]
+            if isinstance(default, int) and default not in sizes:
+                raise DiarizeError(
+                    f"{self.name}: default size {default} of axis {axis} is not enumerated"
+                )
+        if len(self.enumerated) > 1:  # one shape per size: several axes would multiply them
+            raise DiarizeError(f"{self.name}: enumerate one axis at most")
+
+    def accepts(self, axis: int, size: int, default: int) -> bool:
+        """Whether Core ML takes `size` along `axis` (whose declared size is `default`)."""
+        if axis in self.enumerated:
+            return size in self.enumerated[axis]
+        if axis in self.flexible:
+            lower, upper = self.flexible[axis]
+            return lower <= size <= upper
+        return size == default
 
 
 @dataclass(frozen=True)

@@ -199,6 +199,34 @@ class OpTypeSummary:
 
 
 @dataclass
+class ShapeAlternative:
+    """What the other kind of flexible input would change, for a program with flexible inputs.
+
+    Core ML runs a range-flexible input on the ANE only at its default shape, an enumerated one
+    at each of its shapes (docs/ane.md, "Batch shapes"): `ops` are the ops eligible with
+    enumerated shapes that a range makes ineligible at its other sizes, `flops` their FLOPs
+    (flexible dims counted as 1) and `flop_share` their share of the program's."""
+
+    declared: str  # "enumerated" | "range": what the program's flexible inputs are
+    alternative: str  # the other kind
+    ops: int
+    flops: int
+    flop_share: float
+
+    def sentence(self) -> str:
+        cost = f"{self.ops} ops ({self.flop_share:.1%} of FLOPs)"
+        if self.declared == "enumerated":
+            return (
+                "a range-flexible input would run on the ANE only at its default shape:"
+                f" at other sizes {cost} would lose ANE eligibility"
+            )
+        return (
+            "a range-flexible input runs on the ANE only at its default shape: at other sizes"
+            f" {cost} lose ANE eligibility; enumerated shapes would keep them at each size"
+        )
+
+
+@dataclass
 class AneReport:
     path: str | None
     ops: list[OpPlacement]
@@ -207,6 +235,8 @@ class AneReport:
     flexible_inputs: dict[str, str]
     # FLOPs of ops with symbolic (flexible) dims are counted with each symbolic dim = 1
     flops_lower_bound: bool = False
+    # with flexible inputs: what the other kind (range / enumerated) would change
+    shape_alternative: ShapeAlternative | None = None
 
     @property
     def op_count(self) -> int:
@@ -262,6 +292,9 @@ class AneReport:
             "weight_bytes": self.weight_bytes,
             "switches": self.switches,
             "flexible_inputs": dict(self.flexible_inputs),
+            "shape_alternative": (
+                asdict(self.shape_alternative) if self.shape_alternative is not None else None
+            ),
             "partitions": [asdict(p) for p in self.partitions],
             "op_types": [asdict(row) for row in self.by_op_type()],
             "ops": [{**asdict(op), "device": op.device} for op in self.ops],
@@ -512,6 +545,48 @@ def _partitions(placements: list[OpPlacement]) -> list[Partition]:
     return parts
 
 
+def _placements(ops: list[Operation], *, symbolic_is_flexible: bool) -> list[OpPlacement]:
+    placements: list[OpPlacement] = []
+    for op in ops:
+        if _is_weight_op(op):
+            continue
+        dtype = compute_dtype(op)
+        reasons = ineligibility_reasons(op, dtype=dtype, symbolic_is_flexible=symbolic_is_flexible)
+        placements.append(
+            OpPlacement(
+                index=len(placements),
+                name=op.name,
+                op_type=op.op_type,
+                dtype=dtype,
+                eligible=not reasons,
+                reasons=reasons,
+                flops=op_flops(op),
+            )
+        )
+    return placements
+
+
+def _shape_alternative(
+    ops: list[Operation], placements: list[OpPlacement], *, symbolic_is_flexible: bool
+) -> ShapeAlternative:
+    """The eligibility rerun with the other kind of flexible input, compared op by op."""
+    other = _placements(ops, symbolic_is_flexible=not symbolic_is_flexible)
+    as_range, as_enumerated = (placements, other) if symbolic_is_flexible else (other, placements)
+    lost = [
+        e for r, e in zip(as_range, as_enumerated, strict=True) if e.eligible and not r.eligible
+    ]
+    total = sum(op.flops for op in placements)
+    flops = sum(op.flops for op in lost)
+    declared = "range" if symbolic_is_flexible else "enumerated"
+    return ShapeAlternative(
+        declared=declared,
+        alternative="enumerated" if symbolic_is_flexible else "range",
+        ops=len(lost),
+        flops=flops,
+        flop_share=flops / total if total else 0.0,
+    )
+
+
 def ane_report_for_program(
     program: Program,
     *,
@@ -524,31 +599,25 @@ def ane_report_for_program(
     `flexible_inputs` maps input names to "range" or "enumerated" (from the package's spec).
     Ops with symbolic dims are flagged `flexible-shape` unless every flexible input is an
     enumerated one (Core ML specialises the model for each enumerated shape); with no mapping,
-    symbolic dims count as flexible.
+    symbolic dims count as flexible. With flexible inputs, `shape_alternative` says what the
+    other kind would change.
     """
     flexible = dict(flexible_inputs or {})
     symbolic_is_flexible = not flexible or any(kind != "enumerated" for kind in flexible.values())
     all_ops = list(iter_ops(program.functions[function]))
-    placements: list[OpPlacement] = []
-    lower_bound = False
-    for op in all_ops:
-        if _is_weight_op(op):
-            continue
-        dtype = compute_dtype(op)
-        reasons = ineligibility_reasons(op, dtype=dtype, symbolic_is_flexible=symbolic_is_flexible)
-        if any(_is_symbolic(d) for v in _tensor_vars(op, with_consts=False) for d in _shape(v)):
-            lower_bound = True
-        placements.append(
-            OpPlacement(
-                index=len(placements),
-                name=op.name,
-                op_type=op.op_type,
-                dtype=dtype,
-                eligible=not reasons,
-                reasons=reasons,
-                flops=op_flops(op),
-            )
-        )
+    placements = _placements(all_ops, symbolic_is_flexible=symbolic_is_flexible)
+    lower_bound = any(
+        _is_symbolic(d)
+        for op in all_ops
+        if not _is_weight_op(op)
+        for v in _tensor_vars(op, with_consts=False)
+        for d in _shape(v)
+    )
+    alternative = (
+        _shape_alternative(all_ops, placements, symbolic_is_flexible=symbolic_is_flexible)
+        if flexible
+        else None
+    )
     return AneReport(
         path=path,
         ops=placements,
@@ -556,6 +625,7 @@ def ane_report_for_program(
         weight_bytes=weight_bytes(all_ops),
         flexible_inputs=flexible,
         flops_lower_bound=lower_bound,
+        shape_alternative=alternative,
     )
 
 

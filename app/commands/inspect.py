@@ -30,6 +30,7 @@ def inspect(package: Path, as_json: bool, ane: bool) -> None:
     for label, tensors in (("input", info.inputs), ("output", info.outputs)):
         for t in tensors:
             flex = "".join(f" axis{a}:{lo}..{hi}" for a, (lo, hi) in t.flexible.items())
+            flex += "".join(f" axis{a}:{{{_sizes(sizes)}}}" for a, sizes in t.enumerated.items())
             click.echo(f"  {label:6} {t.name:16} {str(t.shape):18} {t.dtype}{flex}")
     click.echo(f"  author: {info.author}  license: {info.license}  version: {info.version}")
     for key, value in sorted(info.metadata.items()):
@@ -58,6 +59,8 @@ def _inspect_ane(package: Path, as_json: bool) -> None:
     )
     for name, kind in report.flexible_inputs.items():
         click.echo(f"  flexible input {name} ({kind})")
+    if report.shape_alternative is not None:
+        click.echo(f"  {report.shape_alternative.sentence()}")
     click.echo(f"  {'op type':18} {'count':>5}  {'dtype':10} {'ANE':>7}  reasons")
     for row in report.by_op_type():
         click.echo(
@@ -70,3 +73,10 @@ def _inspect_ane(package: Path, as_json: bool) -> None:
             f"    {part.device:3} ops {part.first_index}-{part.last_index} ({part.op_count})"
             f"  {part.first_op} .. {part.last_op}  {part.flops / 1e9:.3f} GFLOPs"
         )
+
+
+def _sizes(sizes: tuple[int, ...]) -> str:
+    """Enumerated sizes, a run of consecutive ones as lo..hi: {1..32}, {1,2,4}."""
+    if len(sizes) > 2 and list(sizes) == list(range(sizes[0], sizes[-1] + 1)):
+        return f"{sizes[0]}..{sizes[-1]}"
+    return ",".join(map(str, sizes))

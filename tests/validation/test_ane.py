@@ -111,6 +111,58 @@ def test_flexible_input_marks_its_ops():
     assert enumerated.ops[0].eligible
 
 
+def batch_flexible_program():
+    """x: (B, 3, 8, 8) fp16 with a symbolic batch B -> conv + relu, then a cast to fp32
+    (ineligible whatever the shapes); y: (1, 4) fp16, fixed -> relu."""
+    weight = RNG.standard_normal((8, 3, 3, 3)).astype(np.float16)
+    bias = RNG.standard_normal(8).astype(np.float16)
+
+    @mb.program(
+        input_specs=[
+            mb.TensorSpec(shape=(get_new_symbol(), 3, 8, 8), dtype=types.fp16),
+            mb.TensorSpec(shape=(1, 4), dtype=types.fp16),
+        ],
+        opset_version=ct.target.iOS17,
+    )
+    def prog(x, y):
+        a = mb.relu(x=mb.conv(x=x, weight=weight, bias=bias, name="conv"), name="relu_x")
+        return mb.cast(x=a, dtype="fp32", name="out"), mb.relu(x=y, name="relu_y")
+
+    return prog
+
+
+def test_shape_alternative_says_what_a_range_would_cost():
+    """Enumerated batch: conv and relu_x run on the ANE at every size; with a range they would
+    only at the default size. relu_y (fixed shape) and the fp32 cast do not change."""
+    prog = batch_flexible_program()
+    total = CONV_RELU_FLOPS + 4  # + relu_y; the cast moves data (symbolic B counted as 1)
+    enumerated = ane_report_for_program(prog, flexible_inputs={"x": "enumerated"})
+    assert [(op.name, op.eligible) for op in enumerated.ops] == [
+        ("conv", True),
+        ("relu_x", True),
+        ("out", False),
+        ("relu_y", True),
+    ]
+    cost = enumerated.shape_alternative
+    assert (cost.declared, cost.alternative, cost.ops) == ("enumerated", "range", 2)
+    assert cost.flops == CONV_RELU_FLOPS and cost.flop_share == CONV_RELU_FLOPS / total
+    assert "only at its default shape: at other sizes 2 ops (100.0% of FLOPs)" in cost.sentence()
+    assert enumerated.to_dict()["shape_alternative"]["ops"] == 2
+    # the same program declared with a range: the same ops, seen from the other side
+    ranged = ane_report_for_program(prog, flexible_inputs={"x": "range"})
+    assert [op.name for op in ranged.ops if op.eligible] == ["relu_y"]
+    back = ranged.shape_alternative
+    assert (back.declared, back.alternative, back.ops, back.flops) == (
+        "range",
+        "enumerated",
+        2,
+        CONV_RELU_FLOPS,
+    )
+    assert "enumerated shapes would keep them" in back.sentence()
+    # no flexible input declared: nothing to compare
+    assert ane_report_for_program(conv_relu_program(types.fp16)).shape_alternative is None
+
+
 def test_palettized_weight_counts_its_stored_bytes():
     lut = np.arange(4, dtype=np.float16)  # 2-bit palette
     indices = np.packbits(RNG.integers(0, 2, 8 * 3 * 3 * 3 * 2).astype(np.uint8))
@@ -233,3 +285,43 @@ def test_cli_inspect_ane_missing_package_is_one_line(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(missing), "--ane"])
     assert result.exit_code == 5
     assert result.output.strip().splitlines() == [f"error: mlpackage not found: {missing}"]
+
+
+@pytest.fixture(scope="module")
+def enumerated_package(tmp_path_factory):
+    """tiny_package's conv + relu with a batch of 1..4 as enumerated shapes (default 4)."""
+    weight = RNG.standard_normal((8, 3, 3, 3)).astype(np.float32)
+
+    @mb.program(
+        input_specs=[mb.TensorSpec(shape=(get_new_symbol(), 3, 8, 8), dtype=types.fp32)],
+        opset_version=ct.target.iOS17,
+    )
+    def prog(x):
+        return mb.relu(x=mb.conv(x=x, weight=weight))
+
+    shapes = ct.EnumeratedShapes(shapes=[(b, 3, 8, 8) for b in (1, 2, 3, 4)], default=(4, 3, 8, 8))
+    path = tmp_path_factory.mktemp("ane_enum") / "enum.mlpackage"
+    model = ct.convert(
+        prog,
+        inputs=[ct.TensorType(name="x", shape=shapes)],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS17,
+        skip_model_load=True,
+    )
+    model.save(str(path))
+    return path
+
+
+def test_cli_inspect_shows_enumerated_batches_and_what_a_range_would_cost(enumerated_package):
+    plain = CliRunner().invoke(main, ["inspect", str(enumerated_package)])
+    assert plain.exit_code == 0, plain.output
+    assert "(4, 3, 8, 8)" in plain.output and "axis0:{1..4}" in plain.output
+    table = CliRunner().invoke(main, ["inspect", str(enumerated_package), "--ane"])
+    assert table.exit_code == 0, table.output
+    assert "flexible input x (enumerated)" in table.output
+    # conv and relu (fp16) are eligible at every enumerated size; a range keeps them on the
+    # ANE only at the default: all of the program's FLOPs (the casts move data only)
+    assert (
+        "a range-flexible input would run on the ANE only at its default shape: at other"
+        " sizes 2 ops (100.0% of FLOPs) would lose ANE eligibility"
+    ) in table.output

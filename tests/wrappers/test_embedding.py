@@ -303,25 +303,41 @@ def test_saved_package_reproduces_the_wrapper(package, wrapper, record_property)
 
 
 def test_flexible_batch_package_matches_pyannote_for_1_and_5_slots(ctx, tmp_path):
-    """--flexible-batch: the converted embedding model takes 1..32 speaker slots."""
+    """--flexible-batch: the converted embedding model takes 1..32 speaker slots, as enumerated
+    shapes (each can run on the Neural Engine; a range would only at its default), paired
+    across its two inputs, which Core ML accepts from iOS 18 on; the default stays 3."""
     from dataclasses import replace
+
+    import coremltools as ct
 
     from coreml_diarize import signals
     from coreml_diarize.converters.convert import convert_model
-    from coreml_diarize.mlpackage import inspect_package
+    from coreml_diarize.errors import DiarizeError
     from coreml_diarize.models import get_spec
     from coreml_diarize.specs import Options
     from coreml_diarize.validation.mil import MILExecutor
 
-    package = convert_model(
-        get_spec("embedding"), replace(ctx, options=Options(flexible_batch=True)), tmp_path
-    ).path
-    info = inspect_package(package)
-    assert {t.name: t.flexible for t in info.inputs} == {
-        "waveform": {0: (1, 32)},
-        "mask": {0: (1, 32)},
-    }
+    spec = get_spec("embedding")
+    # before iOS 18 Core ML takes one enumerated input: one clear line, nothing written
+    with pytest.raises(DiarizeError, match="iOS18") as refused:
+        convert_model(spec, replace(ctx, options=Options(flexible_batch=True)), tmp_path)
+    assert "\n" not in str(refused.value) and not list(tmp_path.iterdir())
+    options = Options(flexible_batch=True, minimum_deployment_target="iOS18")
+    package = convert_model(spec, replace(ctx, options=options), tmp_path).path
+    # read back with coremltools itself: enumerated shapes, not a range
+    saved = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    for feature, width in zip(saved.description.input, (160000, 589), strict=True):
+        array = feature.type.multiArrayType
+        assert array.WhichOneof("ShapeFlexibility") == "enumeratedShapes", feature.name
+        shapes = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
+        assert sorted(shapes) == [(b, width) for b in range(1, 33)], feature.name
+        assert tuple(array.shape) == (3, width) == shapes[0]  # default: FluidAudio's 3 slots
     executor = MILExecutor.from_path(package)
+    # the two inputs are enumerated together: slot counts must agree, 33 is refused
+    with pytest.raises(DiarizeError, match="together"):
+        executor.predict({"waveform": np.zeros((2, 160000)), "mask": np.zeros((3, 589))})
+    with pytest.raises(DiarizeError, match="accepts only"):
+        executor.predict({"waveform": np.zeros((33, 160000)), "mask": np.zeros((33, 589))})
     for batch in (1, 5):
         waveform = np.stack([signals.real_speech(2.0 * i) for i in range(batch)])
         mask = np.ones((batch, ctx.geometry.frames), dtype=np.float32)

@@ -142,19 +142,36 @@ def test_segmentation_wrapper_matches_pyannote_on_a_batch(seg_spec, seg_ctx):
     assert np.abs(alone[0] - got[5]).max() <= 1e-5
 
 
-def test_segmentation_package_declares_batch_1_to_32(seg_offline_package):
+def test_segmentation_package_enumerates_batches_1_to_32_default_32(seg_offline_package):
+    """Every batch FluidAudio sends (32, a last partial batch of 1..31, a warm-up of 1) as
+    enumerated shapes, which each can run on the Neural Engine (a range would only at its
+    default), with its full batch of 32 as the default; read back with coremltools itself."""
+    import coremltools as ct
+
+    from coreml_diarize.errors import DiarizeError
     from coreml_diarize.mlpackage import inspect_package
+    from coreml_diarize.validation.mil import MILExecutor
 
     assert seg_offline_package.name == "Segmentation.mlpackage"
+    saved = ct.models.MLModel(str(seg_offline_package), skip_model_load=True).get_spec()
+    (feature,) = saved.description.input
+    array = feature.type.multiArrayType
+    assert feature.name == "audio"
+    assert array.WhichOneof("ShapeFlexibility") == "enumeratedShapes"
+    shapes = [tuple(s.shape) for s in array.enumeratedShapes.shapes]
+    assert sorted(shapes) == [(b, 1, 160000) for b in range(1, 33)]
+    assert tuple(array.shape) == (32, 1, 160000)  # the default
     info = inspect_package(seg_offline_package)
     (audio,) = info.inputs
-    assert (audio.name, audio.shape, audio.dtype) == ("audio", (1, 1, 160000), "float32")
-    # Core ML refuses batches outside the declared range: 33 is out (the MIL executor does not
-    # check ranges, see the report)
-    assert audio.flexible == {0: (1, 32)}
-    lower, upper = audio.flexible[0]
-    assert lower <= 1 and 32 <= upper < 33
+    assert (audio.shape, audio.dtype, audio.flexible) == ((32, 1, 160000), "float32", {})
+    assert audio.enumerated == {0: tuple(range(1, 33))} and audio.sizes(0) == tuple(range(1, 33))
     assert [(t.name, t.dtype) for t in info.outputs] == [("segments", "float32")]
+    # Core ML refuses a batch outside the set; so does the MIL executor, in one line
+    with pytest.raises(DiarizeError, match="accepts only the shapes") as refused:
+        MILExecutor.from_path(seg_offline_package).predict(
+            {"audio": np.zeros((33, 1, 160000), np.float32)}
+        )
+    assert "\n" not in str(refused.value)
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,23 @@ def _walk(block: BlockSpec) -> Iterator[Node]:
             yield from _walk(inner)
 
 
+def _enumeration_pairing_problem(described, inputs: Mapping[str, Any]) -> str | None:
+    """Several enumerated inputs (iOS 18 on) are enumerated together: Core ML takes the i-th
+    shape of each at once, not any mix (coremltools declares them with as many shapes each,
+    _converters_entry._validate_enumerated_shape_inputs; a mix fails, apple/coremltools#2271)."""
+    enumerated = [f for f in described if len(f.enumerated) > 1]
+    if len(enumerated) < 2:
+        return None
+    shapes = {f.name: tuple(np.shape(inputs[f.name])) for f in enumerated}
+    together = zip(*(f.enumerated for f in enumerated), strict=False)
+    if any(
+        all(s == shapes[f.name] for s, f in zip(row, enumerated, strict=True)) for row in together
+    ):
+        return None
+    given = ", ".join(f"{name} {shape}" for name, shape in shapes.items())
+    return f"enumerated inputs take their shapes together, position by position; got {given}"
+
+
 def _check_shape(path: Path, node: Node, name: str, spec: ValueType, value: np.ndarray) -> None:
     if spec.shape is None:
         return
@@ -180,6 +197,9 @@ class MILExecutor:
             if problem is not None:
                 raise DiarizeError(f"{self.path}: input {name!r} {problem} (shape {arr.shape})")
             values[name] = _as_dtype(arr, spec)
+        problem = _enumeration_pairing_problem(described.values(), inputs)
+        if problem is not None:
+            raise DiarizeError(f"{self.path}: {problem}")
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the program; returns every declared output by name, in its declared dtype."""

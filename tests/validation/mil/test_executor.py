@@ -211,6 +211,48 @@ def test_declared_shape_ranges_and_enumerations_are_enforced(tmp_path: Path) -> 
             assert "\n" not in str(info.value)
 
 
+def test_two_enumerated_inputs_take_their_shapes_together(tmp_path: Path) -> None:
+    """From iOS 18 several inputs may be enumerated, each listing as many shapes: Core ML
+    takes the i-th shape of each together, and refuses a mix even when each shape is listed
+    (apple/coremltools#2271). x + y broadcasts a (1, 4) with a (3, 4): only that check stops
+    the mix here."""
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.mil import get_new_symbol
+
+    from coreml_diarize.errors import DiarizeError
+
+    batch = get_new_symbol()
+
+    @mb.program(
+        input_specs=[mb.TensorSpec(shape=(batch, 4)), mb.TensorSpec(shape=(batch, 4))],
+        opset_version=ct.target.iOS18,
+    )
+    def prog(x, y):
+        return mb.add(x=x, y=y, name="z")
+
+    shapes = [(1, 4), (3, 4)]
+    model = ct.convert(
+        prog,
+        inputs=[
+            ct.TensorType(name="x", shape=ct.EnumeratedShapes(shapes=shapes)),
+            ct.TensorType(name="y", shape=ct.EnumeratedShapes(shapes=shapes)),
+        ],
+        convert_to="mlprogram",
+        minimum_deployment_target=ct.target.iOS18,
+        compute_precision=ct.precision.FLOAT32,
+        skip_model_load=True,
+    )
+    path = tmp_path / "pair.mlpackage"
+    model.save(str(path))
+    ex = MILExecutor.from_path(path)
+    for rows in (1, 3):
+        x = np.ones((rows, 4), np.float32)
+        np.testing.assert_array_equal(ex.predict({"x": x, "y": 2 * x})["z"], 3 * x)
+    with pytest.raises(DiarizeError, match="together") as info:
+        ex.predict({"x": np.ones((1, 4), np.float32), "y": np.ones((3, 4), np.float32)})
+    assert "\n" not in str(info.value)
+
+
 def test_docs_list_every_supported_op() -> None:
     doc = (Path(__file__).resolve().parents[3] / "docs" / "mil_ops.md").read_text()
     missing = [op for op in supported_ops() if f"`{op}`" not in doc]
