@@ -12,13 +12,15 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from coreml_diarize.app.bundle import make_bundle, report_path, save_report, verify_bundle
+from coreml_diarize.app.bundle import make_bundle, save_report, verify_bundle
 from coreml_diarize.app.cli import main
 from coreml_diarize.app.compile import NOT_COMPILED, compile_package, find_xcrun
 from coreml_diarize.errors import ArtifactError
 from coreml_diarize.mlpackage import file_sha256
+from coreml_diarize.specs import Options
 
 POST = "powerset_postprocessor"
+POST16 = f"{POST}_fp16"
 
 # `xcrun --find coremlcompiler` with Xcode: the tool's path, exit 0
 FINDS_COMPILER = """[ "$1" = --find ] && [ "$2" = coremlcompiler ] && {
@@ -48,21 +50,22 @@ exit 72
 
 @pytest.fixture(scope="module")
 def packages(tmp_path_factory):
-    """Two validated packages (the postprocessor, cheap, under two names)."""
+    """Two validated packages of the postprocessor (cheap): fp32 and fp16, since a bundle holds
+    one package per model and variant."""
     from coreml_diarize.context import make_context
     from coreml_diarize.converters.convert import convert_model
     from coreml_diarize.models import get_spec
     from coreml_diarize.validation.report import validate_package
 
-    spec = get_spec("postprocessor")
-    ctx = make_context(spec)
     root = tmp_path_factory.mktemp("compile")
-    package = convert_model(spec, ctx, root).path
-    save_report(package, validate_package(package, backend="mil", ctx=ctx).to_dict())
-    copy = root / f"{POST}_copy.mlpackage"
-    shutil.copytree(package, copy)
-    shutil.copy(report_path(package), report_path(copy))
-    return [package, copy]
+    spec = get_spec("postprocessor")
+    packages = []
+    for precision, name in (("fp32", POST), ("fp16", f"{POST}_fp16")):
+        ctx = make_context(spec, options=Options(precision=precision))
+        package = convert_model(spec, ctx, root, filename=name).path
+        save_report(package, validate_package(package, backend="mil", ctx=ctx).to_dict())
+        packages.append(package)
+    return packages
 
 
 def _xcrun(tmp_path, monkeypatch, script: str | None):
@@ -113,8 +116,8 @@ def test_fake_xcrun_ships_hashed_mlmodelc(packages, tmp_path, monkeypatch):
         "manifest.json",
         f"{POST}.mlmodelc",
         f"{POST}.mlpackage",
-        f"{POST}_copy.mlmodelc",
-        f"{POST}_copy.mlpackage",
+        f"{POST16}.mlmodelc",
+        f"{POST16}.mlpackage",
     ]
     entry = result.manifest["artifacts"][0]
     compiled = entry["compiled"]
@@ -131,8 +134,8 @@ def test_fake_xcrun_ships_hashed_mlmodelc(packages, tmp_path, monkeypatch):
         f"{POST}.mlmodelc/model.mil: SHA-256 mismatch",
         f"{POST}.mlmodelc/extra.bin: not in manifest",
     ]
-    shutil.rmtree(bundle / f"{POST}_copy.mlmodelc")
-    assert f"{POST}_copy.mlmodelc: missing" in verify_bundle(bundle)
+    shutil.rmtree(bundle / f"{POST16}.mlmodelc")
+    assert f"{POST16}.mlmodelc: missing" in verify_bundle(bundle)
     manifest = json.loads((bundle / "manifest.json").read_text())
     manifest["artifacts"][1]["compiled"]["name"] = "../elsewhere.mlmodelc"
     (bundle / "manifest.json").write_text(json.dumps(manifest))
