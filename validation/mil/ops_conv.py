@@ -59,7 +59,21 @@ def _torch_pad_arg(pads: list[tuple[int, int]]) -> list[int]:
     return flat
 
 
+def _torch_conv(x, w, b, *, stride, padding, dilation, groups) -> torch.Tensor:
+    with torch.no_grad():
+        return _CONV[x.dim() - 2](
+            x, w, b, stride=stride, padding=padding, dilation=dilation, groups=groups
+        )
+
+
 def _conv(c: OpCall) -> np.ndarray:
+    return conv_with(c, _torch_conv)
+
+
+def conv_with(c: OpCall, conv) -> np.ndarray:
+    """MIL `conv` with MIL's padding rules, the arithmetic done by `conv(x, w, b, *, stride,
+    padding, dilation, groups)` (torch.nn.functional's signature; symmetric `padding`):
+    torch's own conv here, an fp16-accumulating one in ops_accumulate."""
     x = to_torch(c["x"])
     w = c.memo("torch:weight", lambda: to_torch(c["weight"]).clone(), "weight")
     b = c.memo("torch:bias", lambda: to_torch(c["bias"]).clone(), "bias") if c.has("bias") else None
@@ -81,10 +95,8 @@ def _conv(c: OpCall) -> np.ndarray:
     else:
         x = F.pad(x, _torch_pad_arg(pads))
         padding = [0] * nsp
-    with torch.no_grad():
-        return _CONV[nsp](
-            x, w, b, stride=strides, padding=padding, dilation=dilations, groups=groups
-        ).numpy()
+    out = conv(x, w, b, stride=strides, padding=padding, dilation=dilations, groups=groups)
+    return out.numpy()
 
 
 def _conv_transpose(c: OpCall) -> np.ndarray:
