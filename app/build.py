@@ -17,6 +17,8 @@ from coreml_diarize.context import make_context
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.specs import ModelSpec, Options
 
+from .variants import ShipChoice
+
 DEFAULT_PROFILE = "online"
 
 
@@ -42,6 +44,7 @@ class BuildSettings:
     trust_checkpoint: bool = False
     cache_dir: Path | None = None
     profile: str = DEFAULT_PROFILE
+    ship: ShipChoice | None = None  # which variant takes each plain name (app/variants.py)
 
 
 def profiles() -> tuple[str, ...]:
@@ -82,12 +85,21 @@ def build_all(
     trust_checkpoint: bool = False,
     cache_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
+    ship: ShipChoice | None = None,
 ) -> BuildSummary:
     """Every model of `profile` → its device variants (fp16, 8-bit in fp16) → validation of
     every package → golden I/O → bundle. Nothing is bundled unless every package passed."""
     profile_specs(profile)  # an unknown profile fails before any work
     settings = BuildSettings(
-        sources, options, quantize, backend, allow_untrained, trust_checkpoint, cache_dir, profile
+        sources,
+        options,
+        quantize,
+        backend,
+        allow_untrained,
+        trust_checkpoint,
+        cache_dir,
+        profile,
+        ship,
     )
     summary = BuildSummary()
     out_dir = Path(out_dir)
@@ -179,5 +191,6 @@ def _bundle(out_dir: Path, settings: BuildSettings, summary: BuildSummary, conte
             allow_untrained=settings.allow_untrained,
             golden=golden,
             notify=progress,
+            ship=settings.ship,
         )
     summary.bundle, summary.zip_path = bundle.directory, bundle.zip_path

@@ -2,7 +2,8 @@
 
 A package whose model declares sidecar files (`ModelSpec.sidecars`, e.g. PldaRho's
 plda-parameters.json) must have them beside it; they are copied to the bundle root and hashed.
-The manifest names the profile (`ModelSpec.chains`) the packages make up, when they make up one.
+The manifest names the profile (`ModelSpec.chains`) the packages make up, when they make up one,
+each package's variant (app/variants.py) and which variant ships under each plain name (`ship`).
 
 Deterministic: the manifest has no timestamps, files are listed in sorted order, and the zip
 uses fixed timestamps and permissions, so the same packages give a byte-identical bundle.
@@ -21,19 +22,29 @@ from pathlib import Path
 
 from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import ArtifactError, DiarizeError
-from coreml_diarize.mlpackage import check_package, file_sha256, inspect_package, tree_hash
+from coreml_diarize.mlpackage import (
+    check_package,
+    file_sha256,
+    inspect_package,
+    package_files,
+    tree_hash,
+)
 from coreml_diarize.record import PackageRecord
 from coreml_diarize.specs import intended_compute_units
 
+from .bundle_files import (  # noqa: F401  (re-exported: the names bundle users import)
+    MANIFEST,
+    REPORT_SUFFIX,
+    manifest_files,
+    read_manifest,
+    report_path,
+    safe_extract,
+    tree_problems,
+)
+from .variants import ShipChoice, reship, variant_of
+
 SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-REPORT_SUFFIX = ".validation.json"
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-
-
-def report_path(package: Path) -> Path:
-    """Where `validate --save` / `build` keep a package's validation report (beside it)."""
-    return Path(package).with_name(Path(package).name + REPORT_SUFFIX)
 
 
 def save_report(package: Path, report_dict: dict) -> Path:
@@ -80,6 +91,7 @@ def _artifact_entry(package: Path, allow_untrained: bool) -> dict:
     return {
         "name": package.name,
         **_record_fields(record),
+        "variant": variant_of(record),
         "description": info.description,
         **_io_fields(info),
         "size_bytes": info.size_bytes,
@@ -197,11 +209,12 @@ def _readme(manifest: dict) -> str:
     sidecars = sorted({name for a in manifest["artifacts"] for name in a.get("sidecars", {})})
     if sidecars:
         lines += [f"Beside the packages: {', '.join(f'`{n}`' for n in sidecars)}.", ""]
-    if manifest.get("profile") == "offline":
+    if manifest.get("ship"):
         lines += [
-            "FluidAudio's offline diarizer loads `Segmentation`, `FBank`, `Embedding` and `PldaRho`",
-            "as compiled `.mlmodelc` plus `plda-parameters.json` from `<models>/speaker-diarization/`:",
-            "copy the variant you ship (e.g. `Segmentation_palettize8.mlmodelc`) under its plain name.",
+            "Under each plain name (what FluidAudio loads) ships the variant named here; the",
+            "others keep a `_<variant>` suffix (`--ship MODEL=VARIANT` chooses):",
+            "",
+            *[f"- `{name}`: {variant}" for name, variant in sorted(manifest["ship"].items())],
             "",
         ]
     lines += [
@@ -222,7 +235,7 @@ def _readme(manifest: dict) -> str:
 def _write_zip(directory: Path, target: Path) -> None:
     """Fixed timestamps, permissions and order: the same directory gives the same bytes."""
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
+        for path in package_files(directory):  # the one rule: no .DS_Store and friends
             info = zipfile.ZipInfo(
                 f"{directory.name}/{path.relative_to(directory).as_posix()}", ZIP_EPOCH
             )
@@ -240,10 +253,12 @@ def make_bundle(
     golden: Path | None = None,
     compile_models: bool = True,
     notify: Callable[[str], None] | None = None,
+    ship: ShipChoice | None = None,
 ) -> BundleResult:
     """`golden`: a folder of golden/<stem>/ folders (golden.write_bundle_golden), copied in and
     hashed per package. `compile_models`: ship `<stem>.mlmodelc` beside each package when xcrun
-    exists (macOS); otherwise one notice and `"compiled": "not compiled (...)"` per entry."""
+    exists (macOS); otherwise one notice and `"compiled": "not compiled (...)"` per entry.
+    `ship`: which variant of each model takes its plain name (default: the fp32 reference)."""
     from .compile import NOTICE, compiled_entry, find_xcrun
     from .golden import add_golden
 
@@ -265,6 +280,9 @@ def make_bundle(
                 entry["golden"] = add_golden(Path(golden), tmp, entry["name"])
             if compile_models:
                 entry["compiled"] = compiled_entry(tmp / entry["name"], tmp, xcrun)
+        # packages (and their golden / compiled folders) are copied under their own names
+        # first, then renamed: one renaming for make_bundle and `publish --ship`
+        manifest = reship(tmp, manifest, ship or ShipChoice())
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         (tmp / "README.md").write_text(_readme(manifest))
     with atomic_path(zip_path) as tmp_zip:
@@ -275,28 +293,10 @@ def make_bundle(
 # --- verify ---------------------------------------------------------------------------------
 
 
-def safe_extract(zip_path: Path, dest: Path) -> Path:
-    """Unpack a bundle zip, refusing entries that would land outside `dest` (`..`, absolute)."""
-    dest = Path(dest).resolve()
-    try:
-        with zipfile.ZipFile(zip_path) as zf:
-            for member in zf.infolist():
-                target = (dest / member.filename).resolve()
-                if not target.is_relative_to(dest) or member.filename.startswith("/"):
-                    raise ArtifactError(f"unsafe path in bundle: {member.filename}")
-                if stat.S_ISLNK(member.external_attr >> 16):
-                    raise ArtifactError(f"symbolic link in bundle: {member.filename}")
-            zf.extractall(dest)
-    except zipfile.BadZipFile as exc:
-        raise ArtifactError(f"not a valid zip: {zip_path}") from exc
-    roots = [p for p in dest.iterdir() if p.is_dir()]
-    if len(roots) != 1:
-        raise ArtifactError(f"bundle zip must hold exactly one top-level folder: {zip_path}")
-    return roots[0]
-
-
 def verify_bundle(bundle: Path) -> list[str]:
-    """Re-check every hash in the manifest; returns the problems found (empty = intact)."""
+    """Re-check every hash in the manifest (every `manifests/<profile>.json` of a download of a
+    published repo) and each package's variant against its own record; returns the problems
+    found (empty = intact)."""
     import tempfile
 
     bundle = Path(bundle)
@@ -305,28 +305,28 @@ def verify_bundle(bundle: Path) -> list[str]:
     if bundle.is_file():
         with tempfile.TemporaryDirectory() as tmp:
             return verify_bundle(safe_extract(bundle, Path(tmp)))
-    manifest_path = bundle / MANIFEST
-    try:
-        manifest = json.loads(manifest_path.read_text())
-        artifacts = manifest["artifacts"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}") from exc
+    manifests = manifest_files(bundle)
+    if not manifests:
+        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}")
+    problems: list[str] = []
+    for path in manifests:
+        problems += _manifest_problems(bundle, read_manifest(path))
+    return problems
+
+
+def _manifest_problems(bundle: Path, manifest: dict) -> list[str]:
     problems = []
-    for entry in artifacts:
+    for entry in manifest["artifacts"]:
         package = bundle / entry["name"]
         if not package.is_dir():
             problems.append(f"{entry['name']}: missing")
             continue
-        tree, files = tree_hash(package)
-        for rel, sha in sorted(entry["files"].items()):
-            if rel not in files:
-                problems.append(f"{entry['name']}/{rel}: missing")
-            elif files[rel] != sha:
-                problems.append(f"{entry['name']}/{rel}: SHA-256 mismatch")
-        for rel in sorted(set(files) - set(entry["files"])):
-            problems.append(f"{entry['name']}/{rel}: not in manifest")
-        if tree != entry["tree_sha256"] and not problems:
-            problems.append(f"{entry['name']}: tree hash mismatch")
+        found = tree_problems(package, entry["files"], entry["name"])
+        if not found and tree_hash(package)[0] != entry["tree_sha256"]:
+            found.append(f"{entry['name']}: tree hash mismatch")
+        if not found and "variant" in entry:  # only intact bytes are worth reading
+            found += _variant_problems(package, entry, manifest.get("ship") or {})
+        problems += found
         for sidecar, sha in sorted(entry.get("sidecars", {}).items()):
             path = bundle / sidecar
             if not path.is_file():
@@ -344,16 +344,23 @@ def verify_bundle(bundle: Path) -> list[str]:
     return problems
 
 
-def tree_problems(directory: Path, expected: dict[str, str], label: str) -> list[str]:
-    """A folder's files against the manifest's {relative path: SHA-256}."""
-    if not directory.is_dir():
-        return [f"{label}: missing"]
-    _, files = tree_hash(directory)
-    problems = [
-        f"{label}/{rel}: missing" if rel not in files else f"{label}/{rel}: SHA-256 mismatch"
-        for rel, sha in sorted(expected.items())
-        if files.get(rel) != sha
-    ]
-    return problems + [
-        f"{label}/{rel}: not in manifest" for rel in sorted(set(files) - set(expected))
-    ]
+def _variant_problems(package: Path, entry: dict, ship: dict) -> list[str]:
+    """The manifest's claims about a package (model, variant, the name that follows from
+    `ship`) against the record inside the package."""
+    from .variants import plain_name, variant_name
+
+    record = PackageRecord.from_package(package)
+    name, claimed = entry["name"], entry["variant"]
+    if record.model != entry.get("model") or variant_of(record) != claimed:
+        return [
+            f"{name}: the manifest says {entry.get('model')} {claimed}, the package records "
+            f"{record.model} {variant_of(record)}"
+        ]
+    spec = _spec_of(record)
+    if spec is None:
+        return []
+    plain = plain_name(spec)
+    expected = plain if ship.get(plain) == claimed else variant_name(spec, claimed)
+    if name != expected:
+        return [f"{name}: a {claimed} package should be named {expected} (manifest `ship`)"]
+    return []

@@ -107,7 +107,7 @@ def compiled_entry(package: Path, bundle_dir: Path, xcrun: str | None) -> dict |
 
 
 def verify_compiled_entry(bundle: Path, entry: dict) -> list[str]:
-    from .bundle import tree_problems
+    from .bundle_files import tree_problems
 
     info = entry["compiled"]
     name = str(info.get("name", ""))

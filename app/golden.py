@@ -270,16 +270,16 @@ def check_golden(
 
 def check_bundle_golden(bundle: Path, *, backend: str = "auto") -> list[GoldenReport]:
     """`check_golden` for every package of a bundle (directory or zip) that has golden data."""
-    from .bundle import MANIFEST, safe_extract
+    from .bundle_files import MANIFEST, manifest_files, read_manifest, safe_extract
 
     bundle = Path(bundle)
     if bundle.is_file():
         with tempfile.TemporaryDirectory() as tmp:
             return check_bundle_golden(safe_extract(bundle, Path(tmp)), backend=backend)
-    try:
-        artifacts = json.loads((bundle / MANIFEST).read_text())["artifacts"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}") from exc
+    manifests = manifest_files(bundle)  # one, or one per profile in a published repo
+    if not manifests:
+        raise ArtifactError(f"missing or corrupt {MANIFEST} in {bundle}")
+    artifacts = [a for path in manifests for a in read_manifest(path)["artifacts"]]
     with_golden = [a for a in artifacts if isinstance(a.get("golden"), dict)]
     if not with_golden:
         raise ArtifactError(f"bundle {bundle} has no golden data (made before golden I/O?)")
@@ -318,7 +318,7 @@ def add_golden(golden_root: Path, bundle_dir: Path, package_name: str) -> dict:
 
 def verify_golden_entry(bundle: Path, entry: dict) -> list[str]:
     """Hashes of the package's golden files against the manifest, then header vs .bin files."""
-    from .bundle import tree_problems
+    from .bundle_files import tree_problems
 
     info = entry["golden"]
     parts = Path(str(info.get("dir", ""))).parts
@@ -328,6 +328,10 @@ def verify_golden_entry(bundle: Path, entry: dict) -> list[str]:
     problems = tree_problems(directory, info["files"], info["dir"])
     if not problems and directory.is_dir():
         problems += [f"{GOLDEN_DIR}/{p}" for p in golden_problems(directory)]
+    if not problems:  # golden I/O is per package: a renamed package's golden must follow it
+        named = json.loads((directory / HEADER).read_text()).get("package")
+        if named != entry["name"]:
+            problems.append(f"{info['dir']}/{HEADER}: is for {named}, not {entry['name']}")
     return problems
 
 
@@ -503,7 +507,7 @@ def golden_for_packages(
 def _golden_case(package: Path, spec: ModelSpec, record, inputs: Arrays, outputs: Arrays) -> Golden:
     """One package's golden case: the reference outputs and the tolerance the package is judged
     by on the compute units it is meant for."""
-    from .bundle import report_path
+    from .bundle_files import report_path
 
     units = intended_compute_units(record.precision)
     trained = record.trained is not False  # weightless models are judged as trained

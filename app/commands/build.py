@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..cli_options import backend_option, profiles_choice, source_options
+from ..cli_options import backend_option, profiles_choice, ship_option, source_options
 from .convert import embedding_output_option
 
 
@@ -29,6 +29,7 @@ from .convert import embedding_output_option
 @backend_option
 @click.option("--no-quantize", is_flag=True, help="Skip the 8-bit palettized variants.")
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
+@ship_option
 @embedding_output_option
 def build(
     sources: dict[str, str],
@@ -39,6 +40,7 @@ def build(
     backend: str,
     no_quantize: bool,
     allow_untrained: bool,
+    ship,
     embedding_output: str,
 ) -> None:
     """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
@@ -58,7 +60,6 @@ def build(
             f"--embedding-output l2 cannot be bundled with PldaRho ({profile} profile): pyannote's"
             " PLDA needs the raw embedding, which a normalised one cannot give back"
         )
-
     start = time.perf_counter()
     ensure_writable_dir(out_dir)
     summary = build_all(
@@ -69,6 +70,7 @@ def build(
         quantize=not no_quantize,
         backend=backend,
         allow_untrained=allow_untrained,
+        ship=ship,
         trust_checkpoint=trust_checkpoint,
         cache_dir=hf_cache,
         progress=lambda line: click.echo(line),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from ..cli_options import ship_option
+
 
 @click.command()
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -15,6 +17,7 @@ import click
 @click.option("--create-pr", is_flag=True, help="Open a pull request instead of committing.")
 @click.option("--dry-run", is_flag=True, help="Print the file plan and the card; no network.")
 @click.option("--allow-untrained", is_flag=True, help="Publish seeded random (untrained) weights.")
+@ship_option
 def publish(
     bundle: Path,
     repo_id: str,
@@ -23,15 +26,20 @@ def publish(
     create_pr: bool,
     dry_run: bool,
     allow_untrained: bool,
+    ship,
 ) -> None:
-    """Verify BUNDLE (directory or .zip) and upload it to the Hub in one commit (HF_TOKEN)."""
-    from ..publish import check_repo_id, plan_publish, resolve_token
-    from ..publish import publish as publish_plan
+    """Verify BUNDLE (directory or .zip) and upload it to the Hub in one commit (HF_TOKEN).
+
+    One repo holds every profile (online, offline) side by side: a publish replaces only the
+    files its own profile published before."""
+    from ..publish import check_repo_id, plan_publish
+    from ..publish_hub import publish as publish_plan
+    from ..publish_hub import resolve_token
 
     check_repo_id(repo_id)
     if not dry_run:
         resolve_token()  # fail before hashing the bundle
-    with plan_publish(bundle, repo_id=repo_id, allow_untrained=allow_untrained) as plan:
+    with plan_publish(bundle, repo_id=repo_id, allow_untrained=allow_untrained, ship=ship) as plan:
         if dry_run:
             click.echo(plan.describe())
             click.echo(f"\n--- README.md (model card) ---\n{plan.card}")

@@ -10,19 +10,24 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import types
 from pathlib import Path
 
 import huggingface_hub
 import pytest
 import yaml
+from bundle_standins import PALETTIZE8, convert_source, golden_for, profile_packages, stand_in
 from click.testing import CliRunner
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 from huggingface_hub.utils import hf_raise_for_status
 
 from coreml_diarize.app.bundle import make_bundle, save_report
 from coreml_diarize.app.cli import main
-from coreml_diarize.app.publish import PublishError, model_card, plan_publish, publish
-from coreml_diarize.mlpackage import file_sha256
+from coreml_diarize.app.publish import plan_publish
+from coreml_diarize.app.publish_card import model_card
+from coreml_diarize.app.publish_hub import PublishError, publish
+from coreml_diarize.errors import DiarizeError
+from coreml_diarize.mlpackage import file_sha256, tree_hash
 
 try:  # the HTTP client huggingface_hub 2.x raises with (1.x: httpx)
     import httpx2
@@ -32,30 +37,44 @@ except ImportError:  # pragma: no cover
 TOKEN = "hf_secretTOKEN0123456789"
 REPO = "someone/coreml-diarize-test"
 SEG = "pyannote_segmentation.mlpackage"
+ONLINE = {
+    SEG,
+    "wespeaker_v2.mlpackage",
+    "powerset_postprocessor.mlpackage",
+    "embedding_preprocessor.mlpackage",
+    "unified_post_embedding.mlpackage",
+}
 VARIANT = "pyannote_segmentation_palettize8.mlpackage"
 
 
 # --- bundles ------------------------------------------------------------------------------------
 
+REPORT = {
+    "passed": True,
+    "backend": "mil",
+    "recipe": "fp32",
+    "cases": [{"input": "silence"}, {"input": "speech"}],
+    "summary": {"segments": {"max_abs": 2.5e-05, "psnr_min": 91.2, "argmax_agreement": 1}},
+}
+
 
 @pytest.fixture(scope="module")
-def bundle(seg_package, tmp_path_factory):
-    """A real bundle (dir + zip) of the session's segmentation package; the validation report is
-    written directly (running validation is not what is under test here)."""
+def source(tmp_path_factory):
+    return convert_source(tmp_path_factory.mktemp("source"))
+
+
+@pytest.fixture(scope="module")
+def bundle(seg_package, source, tmp_path_factory):
+    """A real online bundle (dir + zip): the session's segmentation package and stand-ins for
+    the other four (tests/bundle_standins.py); the validation report is written directly
+    (running validation is not what is under test here)."""
     root = tmp_path_factory.mktemp("publish")
+    others = [p for p in profile_packages(source, root / "pkgs", "online", False) if p.name != SEG]
     package = root / "pkgs" / seg_package.name
+    shutil.rmtree(package)
     shutil.copytree(seg_package, package)
-    save_report(
-        package,
-        {
-            "passed": True,
-            "backend": "mil",
-            "recipe": "fp32",
-            "cases": [{"input": "silence"}, {"input": "speech"}],
-            "summary": {"segments": {"max_abs": 2.5e-05, "psnr_min": 91.2, "argmax_agreement": 1}},
-        },
-    )
-    return make_bundle([package], root / "dist", allow_untrained=True)
+    save_report(package, REPORT)
+    return make_bundle([package, *others], root / "dist", allow_untrained=True)
 
 
 def _rewrite(directory: Path, change) -> dict:
@@ -67,27 +86,34 @@ def _rewrite(directory: Path, change) -> dict:
 
 
 @pytest.fixture(scope="module")
-def rich_bundle(bundle, tmp_path_factory):
-    """The bundle plus what later releases may carry: an fp16 palettized variant, a compiled
-    model, golden files, and a stray file that is not published."""
-    directory = tmp_path_factory.mktemp("rich") / "coreml-diarize-bundle"
-    shutil.copytree(bundle.directory, directory)
-    shutil.copytree(directory / SEG, directory / VARIANT)  # same bytes, so same hashes
-
-    def add_variant(manifest):
-        entry = dict(manifest["artifacts"][0], name=VARIANT)
-        entry.update(precision="fp16", compression="palettize8")
-        entry.pop("compute_units", None)  # as in bundles from before that field
-        manifest["artifacts"].append(entry)
-
-    _rewrite(directory, add_variant)
+def rich_bundle(bundle, source, tmp_path_factory):
+    """The online set plus what releases carry: an fp16 palettized variant, golden files, a
+    compiled model (listed in the manifest as `build` on macOS lists it), Finder litter and a
+    stray file that is not published."""
+    root = tmp_path_factory.mktemp("rich")
+    pkgs = root / "pkgs"
+    shutil.copytree(bundle.directory, pkgs, ignore=shutil.ignore_patterns("golden"))
+    for package in pkgs.glob("*.mlpackage"):
+        save_report(package, REPORT)
+    stand_in(source, pkgs / VARIANT, "segmentation", recipe=PALETTIZE8)
+    packages = sorted(pkgs.glob("*.mlpackage"))
+    for package in packages:
+        golden_for(package, root / "golden", 1.0)
+    directory = make_bundle(
+        packages, root / "dist", allow_untrained=True, golden=root / "golden"
+    ).directory
     compiled = directory / "pyannote_segmentation.mlmodelc"
     (compiled / "weights").mkdir(parents=True)
     (compiled / "model.mil").write_text("program(1.0)\n")
     (compiled / "weights" / "weight.bin").write_bytes(b"\0" * 64)
     (compiled / ".DS_Store").write_bytes(b"x")
-    (directory / "golden").mkdir()
-    (directory / "golden" / "segments.json").write_text('{"frames": 589}\n')
+    tree, files = tree_hash(compiled)
+
+    def add_compiled(manifest):
+        entry = next(a for a in manifest["artifacts"] if a["name"] == SEG)
+        entry["compiled"] = {"name": compiled.name, "tree_sha256": tree, "files": files}
+
+    _rewrite(directory, add_compiled)
     (directory / "notes.txt").write_text("not part of a bundle\n")
     return directory
 
@@ -100,13 +126,14 @@ def trained_bundle(bundle, tmp_path_factory):
 
     def hub_source(manifest):
         manifest["trained"] = True
-        manifest["artifacts"][0]["source"] = {
-            "kind": "hf",
-            "location": "pyannote/segmentation-3.0",
-            "revision": "e66f3d3b9eb0873085418a7b813d3b369bf160bb",
-            "sha256": "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
-            "trained": "true",
-        }
+        for entry in manifest["artifacts"]:
+            entry["source"] = {
+                "kind": "hf",
+                "location": "pyannote/segmentation-3.0",
+                "revision": "e66f3d3b9eb0873085418a7b813d3b369bf160bb",
+                "sha256": "da85c29829d4002daedd676e012936488234d9255e65e86dfab9bec6b1729298",
+                "trained": "true",
+            }
 
     _rewrite(directory, hub_source)
     return directory
@@ -130,10 +157,19 @@ class FakeHub:
 
     def __init__(self, monkeypatch, *, existing=(), fail=None):
         self.calls: list[tuple[str, dict]] = []
-        self.files: dict[str, bytes] = {p: b"old" for p in existing}
+        contents = existing if isinstance(existing, dict) else dict.fromkeys(existing, b"old")
+        self.files: dict[str, bytes] = dict(contents)
         self.storage: list[str] = []  # pre-uploaded blobs (invisible until a commit)
         self.fail = fail or {}
-        for name in ("create_repo", "create_branch", "list_repo_files", "create_commit"):
+        self.commits = 0
+        for name in (
+            "create_repo",
+            "create_branch",
+            "repo_info",
+            "list_repo_files",
+            "hf_hub_download",
+            "create_commit",
+        ):
             real = getattr(huggingface_hub.HfApi, name)
             monkeypatch.setattr(huggingface_hub.HfApi, name, self._recorder(name, real))
 
@@ -163,10 +199,25 @@ class FakeHub:
     def _create_branch(self, args):
         return None
 
+    def _repo_info(self, args):
+        return types.SimpleNamespace(sha=f"sha{self.commits}")
+
     def _list_repo_files(self, args):
         return sorted(self.files)
 
+    def _hf_hub_download(self, args):
+        target = Path(args["local_dir"]) / args["filename"]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(self.files[args["filename"]])
+        return str(target)
+
+    def existing(self) -> list[str]:
+        return sorted(p for p in self.files if p != ".gitattributes")
+
     def _create_commit(self, args):
+        # the Hub refuses a commit whose parent is not the branch head (hf_api.py, parent_commit)
+        assert args.get("parent_commit") == f"sha{self.commits}"
+        self.commits += 1
         operations = list(args["operations"])
         args["operations"] = operations
         for i, op in enumerate(operations):
@@ -213,30 +264,30 @@ def test_plan_lays_out_the_repo_for_the_swift_sdk(rich_bundle):
         by_path = {f.path_in_repo: f for f in plan.files}
     tops = {p.split("/")[0] for p in paths}
     assert tops == {
-        SEG,
+        *ONLINE,
         VARIANT,
         "pyannote_segmentation.mlmodelc",
         "golden",
-        "manifest.json",
+        "manifests",
         "README.md",
     }
+    assert "manifests/online.json" in paths
     assert "pyannote_segmentation.mlmodelc/model.mil" in paths
     assert "pyannote_segmentation.mlmodelc/.DS_Store" not in paths
-    assert "golden/segments.json" in paths
-    assert "LICENSE.md" not in paths  # one licence for everything
+    assert "golden/pyannote_segmentation_palettize8/golden.json" in paths
     assert plan.skipped == ["notes.txt"]
-    entry = manifest["artifacts"][0]
+    entry = next(a for a in manifest["artifacts"] if a["name"] == SEG)
     for rel, sha in entry["files"].items():  # the package files carry the verified hashes
         f = by_path[f"{SEG}/{rel}"]
         assert f.sha256 == sha == file_sha256(rich_bundle / SEG / rel)
-    assert by_path["manifest.json"].sha256 == file_sha256(rich_bundle / "manifest.json")
+    assert by_path["manifests/online.json"].sha256 == file_sha256(rich_bundle / "manifest.json")
 
 
 def test_card_for_untrained_bundle(rich_bundle):
     with plan_publish(rich_bundle, repo_id=REPO, allow_untrained=True) as plan:
         card = plan.card
     meta, body = _front_matter(card)
-    assert meta["license"] == "mit"
+    assert meta["license"] == "mit"  # the stand-ins carry the postprocessor's licence note
     assert "base_model" not in meta  # random weights: there is none, and the body says so
     assert "No base model" in body and "seeded random" in body
     assert meta["pipeline_tag"] == "voice-activity-detection"
@@ -244,10 +295,11 @@ def test_card_for_untrained_bundle(rich_bundle):
     assert "UNTRAINED WEIGHTS" in body
     files_table = body.split("## Files", 1)[1].split("## Validation", 1)[0]
     rows = {x.split("|")[1].strip(" `"): x for x in files_table.splitlines() if "| `" in x}
-    assert "fp32 | none | cpu_only |" in rows[SEG]
-    assert "fp16 | palettize8 | cpu_and_ne" in rows[VARIANT]
+    assert "| fp32 (plain name) | fp32 | none | cpu_only |" in rows[SEG]
+    assert "| palettize8 | fp16 | palettize8 | cpu_and_ne" in rows[VARIANT]
+    assert "| online | `manifests/online.json` | `pyannote_segmentation.mlpackage` | fp32 |" in body
     assert "compiled `pyannote_segmentation.mlpackage`" in rows["pyannote_segmentation.mlmodelc"]
-    assert "`golden/` (1 files" in body
+    assert "`golden/` (18 files" in body  # 6 packages x (header, input, output)
     assert "max abs 2.5e-05" in body and "PSNR ≥ 91.2 dB" in body and "| passed |" in body
     assert "random-init:0" in body
     assert f"hf download {REPO} --local-dir" in body and "coreml-diarize verify" in body
@@ -272,7 +324,7 @@ def test_card_for_trained_bundle_with_mixed_licences(trained_bundle):
         SEG: "MIT (pyannote/segmentation-3.0)",
         "wespeaker_v2.mlpackage": "CC-BY-4.0 (pyannote/wespeaker-voxceleb-resnet34-LM)",
     }
-    meta, body = _front_matter(model_card(manifest, files=files, licenses=licenses))
+    meta, body = _front_matter(model_card({"online": manifest}, files=files, licenses=licenses))
     assert meta["license"] == "other"
     assert meta["license_name"] == "cc-by-4.0-and-mit"
     assert meta["license_link"] == "LICENSE.md"
@@ -301,7 +353,13 @@ def test_publish_zip_is_one_commit_with_the_planned_files(bundle, monkeypatch):
         ]
     )
     assert result.exit_code == 0, result.output
-    assert hub.names() == ["create_repo", "create_branch", "list_repo_files", "create_commit"]
+    assert hub.names() == [
+        "create_repo",
+        "create_branch",
+        "repo_info",
+        "list_repo_files",
+        "create_commit",
+    ]
     assert hub.call("create_repo") == {
         "repo_id": REPO,
         "repo_type": "model",
@@ -318,8 +376,9 @@ def test_publish_zip_is_one_commit_with_the_planned_files(bundle, monkeypatch):
     assert revision in commit["commit_message"] and "UNTRAINED" in commit["commit_message"]
     ops = commit["operations"]
     assert all(isinstance(op, CommitOperationAdd) for op in ops)
-    entry = bundle.manifest["artifacts"][0]
-    expected = {f"{SEG}/{rel}" for rel in entry["files"]} | {"manifest.json", "README.md"}
+    entry = next(a for a in bundle.manifest["artifacts"] if a["name"] == SEG)
+    expected = {f"{a['name']}/{rel}" for a in bundle.manifest["artifacts"] for rel in a["files"]}
+    expected |= {"manifests/online.json", "README.md"}
     assert {op.path_in_repo for op in ops} == expected
     for rel, sha in entry["files"].items():  # what the repo now holds is the bundle's bytes
         assert file_sha256_bytes(hub.files[f"{SEG}/{rel}"]) == sha
@@ -336,22 +395,39 @@ def file_sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_publish_removes_stale_models_in_the_same_commit(bundle, monkeypatch):
-    old = ["wespeaker_v2_palettize4.mlpackage/Manifest.json", "golden/old.json", "notes.md"]
-    hub = FakeHub(monkeypatch, existing=[".gitattributes", *old])
+def test_publish_replaces_only_what_the_same_set_published(bundle, monkeypatch):
+    earlier = {  # the online set's previous release, as its manifest on the repo lists it
+        "profile": "online",
+        "artifacts": [
+            {
+                "name": "wespeaker_v2_palettize4.mlpackage",
+                "files": {"Manifest.json": "0" * 64},
+                "golden": {"dir": "golden/old", "files": {"golden.json": "1" * 64}},
+            }
+        ],
+    }
+    old = {
+        "manifests/online.json": json.dumps(earlier).encode(),
+        "wespeaker_v2_palettize4.mlpackage/Manifest.json": b"{}",
+        "golden/old/golden.json": b"{}",
+        "notes.md": b"ours? no",
+        "someone_else.mlpackage/Manifest.json": b"{}",  # in no manifest: not ours
+    }
+    hub = FakeHub(monkeypatch, existing={".gitattributes": b"", **old})
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     with plan_publish(bundle.directory, allow_untrained=True) as plan:
         result = publish(plan, REPO, private=True, create_pr=True)
     assert hub.call("create_repo")["private"] is True
     assert "create_branch" not in hub.names()
+    assert hub.call("hf_hub_download")["filename"] == "manifests/online.json"
     commit = hub.call("create_commit")
     assert commit["create_pr"] is True
     deletes = [
         op.path_in_repo for op in commit["operations"] if isinstance(op, CommitOperationDelete)
     ]
-    assert deletes == ["golden/old.json", "wespeaker_v2_palettize4.mlpackage/Manifest.json"]
+    assert deletes == ["golden/old/golden.json", "wespeaker_v2_palettize4.mlpackage/Manifest.json"]
     assert result.deleted == deletes
-    assert "notes.md" in hub.files and "golden/old.json" not in hub.files
+    assert "notes.md" in hub.files and "someone_else.mlpackage/Manifest.json" in hub.files
 
 
 def test_dry_run_needs_no_token_and_no_network(bundle, monkeypatch):
@@ -460,7 +536,7 @@ def test_missing_bundle_and_bad_repo(tmp_path, monkeypatch):
 def test_model_card_names_the_files_of_a_pipeline_source():
     """A community-1 directory is one source for several families: the card names the file
     each package came from, not a "checkpoint"."""
-    from coreml_diarize.app.publish import _source_row
+    from coreml_diarize.app.publish_card import _source_row
 
     files = {"plda/plda.npz": "a" * 64, "plda/xvec_transform.npz": "b" * 64}
     source = {"kind": "local", "location": "/m/community-1", "files": files, "trained": "true"}
@@ -471,3 +547,121 @@ def test_model_card_names_the_files_of_a_pipeline_source():
     )
     plain = {"kind": "local", "location": "/m/seg.bin", "files": {"seg.bin": "c" * 64}}
     assert _source_row(plain)[1] == "local checkpoint `/m/seg.bin`"
+
+
+# --- both sets in one repo (issue #22 part 1) --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def offline_bundle(source, tmp_path_factory):
+    """Stand-ins for the offline set (Segmentation, FBank, Embedding, PldaRho, their device
+    variants) and PldaRho's plda-parameters.json sidecar."""
+    root = tmp_path_factory.mktemp("offline")
+    packages = profile_packages(source, root / "pkgs", "offline")
+    return make_bundle(packages, root / "dist", name="offline", allow_untrained=True)
+
+
+def test_dry_run_of_the_offline_bundle_lists_the_plda_parameters(offline_bundle, monkeypatch):
+    hub = FakeHub(monkeypatch)
+    result = _cli(
+        ["publish", str(offline_bundle.zip_path), "--repo", REPO, "--dry-run", "--allow-untrained"]
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.output.splitlines() if x.strip().startswith("plda-parameters"))
+    sidecar = offline_bundle.directory / "plda-parameters.json"
+    assert line.split()[-1] == "sidecar" and file_sha256(sidecar)[:12] in line
+    assert "manifests/offline.json" in result.output and hub.calls == []
+
+
+def test_a_set_lacking_what_fluidaudio_loads_is_refused(offline_bundle, tmp_path):
+    directory = tmp_path / "b"
+    shutil.copytree(offline_bundle.directory, directory)
+
+    def drop_plda(manifest):
+        manifest["artifacts"] = [a for a in manifest["artifacts"] if a["model"] != "plda-rho"]
+
+    _rewrite(directory, drop_plda)
+    result = _cli(["publish", str(directory), "--repo", REPO, "--dry-run", "--allow-untrained"])
+    line = _one_error_line(result)
+    assert result.exit_code == 2
+    assert "lacks what the offline set needs" in line
+    assert "PldaRho.mlpackage" in line and "plda-parameters.json" in line
+
+
+def test_online_then_offline_leaves_both_sets_complete(bundle, offline_bundle, monkeypatch):
+    hub = FakeHub(monkeypatch, existing=[".gitattributes"])
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    for b in (bundle, offline_bundle):
+        with plan_publish(b.zip_path, allow_untrained=True) as plan:
+            publish(plan, REPO)
+    for b, profile in ((bundle, "online"), (offline_bundle, "offline")):
+        assert (
+            hub.files[f"manifests/{profile}.json"] == (b.directory / "manifest.json").read_bytes()
+        )
+        for a in b.manifest["artifacts"]:
+            for rel, sha in a["files"].items():
+                assert file_sha256_bytes(hub.files[f"{a['name']}/{rel}"]) == sha
+    assert (
+        hub.files["plda-parameters.json"]
+        == (offline_bundle.directory / "plda-parameters.json").read_bytes()
+    )
+    card = hub.files["README.md"].decode()  # one card for both sets
+    assert "`manifests/online.json`" in card and "`manifests/offline.json`" in card
+    # a download of the repo is a bundle: verify checks both manifests
+    from coreml_diarize.app.bundle import verify_bundle
+
+    download = Path(str(bundle.directory) + "-download")
+    for path, data in hub.files.items():
+        (download / path).parent.mkdir(parents=True, exist_ok=True)
+        (download / path).write_bytes(data)
+    assert verify_bundle(download) == []
+    (download / "plda-parameters.json").write_text("{}")
+    assert verify_bundle(download) == ["plda-parameters.json: SHA-256 mismatch"]
+
+    # publishing online again (without the wespeaker_v2 variants) deletes only online files
+    before = dict(hub.files)
+    smaller = Path(str(bundle.directory) + "-smaller")
+    shutil.copytree(bundle.directory, smaller)
+    with plan_publish(smaller, allow_untrained=True) as plan:
+        result = publish(plan, REPO)
+    assert result.deleted == []  # same files: nothing the online set had is gone
+    offline_paths = {
+        p
+        for p in before
+        if p.split("/")[0]
+        in {*(a["name"] for a in offline_bundle.manifest["artifacts"]), "plda-parameters.json"}
+    }
+    assert offline_paths and all(hub.files.get(p) == before[p] for p in offline_paths)
+
+
+def test_paths_differing_only_by_case_are_refused(bundle, monkeypatch):
+    hub = FakeHub(monkeypatch, existing={"Wespeaker_v2.mlpackage/Manifest.json": b"{}"})
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with (
+        plan_publish(bundle.directory, allow_untrained=True) as plan,
+        pytest.raises(DiarizeError, match="differ only by case"),
+    ):
+        publish(plan, REPO)
+    assert "create_commit" not in hub.names()
+
+
+def test_publish_ship_renames_in_a_copy(bundle, offline_bundle, tmp_path):
+    before = (offline_bundle.directory / "manifest.json").read_bytes()
+    result = _cli(
+        [
+            "publish",
+            str(offline_bundle.directory),
+            "--repo",
+            REPO,
+            "--dry-run",
+            "--allow-untrained",
+            "--ship",
+            "device",
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    card = result.output.split("--- README.md (model card) ---\n", 1)[1]
+    assert "| offline | `manifests/offline.json` | `Embedding.mlpackage` | palettize8 |" in card
+    assert "| offline | `manifests/offline.json` | `FBank.mlpackage` | fp32 |" in card
+    assert "Embedding_fp32.mlpackage/" in result.output
+    assert (offline_bundle.directory / "manifest.json").read_bytes() == before  # untouched
