@@ -344,12 +344,30 @@ def _manifest_problems(bundle: Path, manifest: dict) -> list[str]:
     return problems
 
 
+def _record_in(package: Path) -> PackageRecord:
+    """The record in a package's model specification, read straight from the protobuf: a zip
+    keeps files only, so an empty weights folder (a weightless model) is gone from an unpacked
+    bundle, and `load_mlmodel`'s structural check would refuse an intact package."""
+    from coremltools.proto import Model_pb2
+
+    manifest = json.loads((package / "Manifest.json").read_text())
+    root = manifest["itemInfoEntries"][manifest["rootModelIdentifier"]]["path"]
+    spec = Model_pb2.Model()
+    spec.ParseFromString((package / "Data" / root).read_bytes())
+    return PackageRecord.from_metadata(
+        dict(spec.description.metadata.userDefined), name=package.name
+    )
+
+
 def _variant_problems(package: Path, entry: dict, ship: dict) -> list[str]:
     """The manifest's claims about a package (model, variant, the name that follows from
     `ship`) against the record inside the package."""
     from .variants import plain_name, variant_name
 
-    record = PackageRecord.from_package(package)
+    try:
+        record = _record_in(package)
+    except (DiarizeError, OSError, ValueError, KeyError) as exc:
+        return [f"{entry['name']}: cannot read its record ({exc})"]
     name, claimed = entry["name"], entry["variant"]
     if record.model != entry.get("model") or variant_of(record) != claimed:
         return [
