@@ -262,10 +262,20 @@ class StandInMLModel:
         return self.__proxy__.get_compiled_model_path()
 
     def predict(self, data: Any, state: Any = None) -> dict[str, np.ndarray]:
-        if type(data) is not dict:
+        # model.py `MLModel.predict`: `_check_predict_data`, then the proxy's predict after
+        # `_verify_input_dict` / conversions, or, with no proxy, the "Error case"
+        if type(data) not in (list, dict):
             raise TypeError(
                 f'"data" parameter must be either a dict or list of dict, but got {type(data)}.'
             )
+        if type(data) is list:
+            if not all(type(x) is dict for x in data):
+                raise TypeError('"data" list must contain only dictionaries')
+            raise NotImplementedError("the Core ML stand-in does not emulate batch predict")
+        if self.__proxy__ is None:
+            if self._framework_error is not None:
+                raise self._framework_error
+            raise Exception("Unable to load CoreML.framework. Cannot make predictions.")
         for given in data:
             if given not in self._model_input_names_set:
                 raise KeyError(
@@ -274,10 +284,6 @@ class StandInMLModel:
                 )
         data = {k: _to_numpy(v) for k, v in data.items()}
         data = {k: v.astype(np.float32) if v.dtype == np.float16 else v for k, v in data.items()}
-        if self.__proxy__ is None:
-            if self._framework_error is not None:
-                raise self._framework_error
-            raise Exception("Unable to load CoreML.framework. Cannot make predictions.")
         return self.__proxy__.predict(data)
 
 
