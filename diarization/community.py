@@ -4,9 +4,10 @@ The pipeline is pyannote's own `SpeakerDiarization` (VBx clustering, overlap-exc
 embeddings, community-1's parameters); `install` swaps three objects inside it, nothing else:
 
 * segmentation: the segmentation model's `forward` (the network call in `Inference.infer`)
-  runs `Segmentation.mlpackage` on pyannote's batches (split into <= 32 windows); pyannote's
-  `Inference` still slides the windows, and its own powerset-to-multilabel conversion
-  (`Powerset.to_multilabel`) turns the log-probabilities into hard masks;
+  runs `Segmentation.mlpackage` on pyannote's batches (split into the batch sizes the package
+  declares, `batch_plan`); pyannote's `Inference` still slides the windows, and its own
+  powerset-to-multilabel conversion (`Powerset.to_multilabel`) turns the log-probabilities
+  into hard masks;
 * embeddings: pyannote's `get_embeddings` (crops, overlap exclusion with its fallback to the
   whole mask, batching) is kept; the speaker-embedding object it calls,
   `PyannoteAudioPretrainedSpeakerEmbedding`, whose `__call__` is just
@@ -16,7 +17,7 @@ embeddings, community-1's parameters); `install` swaps three objects inside it, 
   dimension, metric, `min_num_samples`, which sets the fallback threshold) stay pyannote's,
   computed on the architecture;
 * PLDA: `VBxClustering.plda`, of which VBx uses `plda(embeddings)` and `plda.phi`, becomes
-  `PackagePLDA`: `PldaRho.mlpackage` (rho = PLDA(x) * sqrt(phi), <= 32 rows a call) divided
+  `PackagePLDA`: `PldaRho.mlpackage` (rho = PLDA(x) * sqrt(phi), batched alike) divided
   by sqrt(phi), with phi read from `plda-parameters.json` beside the package.
 
 Runners are found by the package's file name (FluidAudio's names, docs/offline_contract.md),
@@ -46,10 +47,61 @@ OFFLINE_ROLES = {
     "PldaRho": "plda",
 }
 PLDA_PARAMETERS_FILE = "plda-parameters.json"
-MAX_BATCH = 32  # Segmentation and PldaRho accept batches of 1..32
+# the largest batch sent to a package that declares no upper bound (ours: Segmentation's
+# enumerated 1..32, PldaRho's range 1..32)
+MAX_BATCH = 32
 SEGMENTS_OUTPUTS = ("segments", "log_probs")  # the contract's two accepted names
 
 Runner = Callable[..., Mapping[str, np.ndarray]]
+
+
+# --- batching -------------------------------------------------------------------------------
+
+
+def batch_plan(count: int, sizes: tuple[int, ...] | None = None) -> list[tuple[int, int, int]]:
+    """`count` rows as package calls: (start, stop, batch sent) each, the largest allowed
+    batch first. A package refuses batch sizes it does not declare, as Core ML does
+    (enumerated shapes: only those; a range: only inside it), so when fewer rows are left than
+    the smallest allowed size the last call is padded with zero rows (sent > stop - start).
+    `sizes` None (no upper bound declared): batches of MAX_BATCH."""
+    allowed = sorted(sizes) if sizes else list(range(1, MAX_BATCH + 1))
+    plan: list[tuple[int, int, int]] = []
+    start = 0
+    while start < count:
+        left = count - start
+        fitting = [size for size in allowed if size <= left]
+        take = fitting[-1] if fitting else left
+        plan.append((start, start + take, take if fitting else allowed[0]))
+        start += take
+    return plan
+
+
+def run_batched(run: Runner, name: str, rows: np.ndarray, sizes: tuple[int, ...] | None):
+    """`run(**{name: batch})` over `rows` in the batches of `batch_plan`, padded calls cut back:
+    a list of each call's result mapping, row-aligned with `rows`."""
+    results = []
+    for start, stop, sent in batch_plan(rows.shape[0], sizes):
+        batch = rows[start:stop]
+        if sent > stop - start:
+            padding = np.zeros((sent - (stop - start), *rows.shape[1:]), dtype=rows.dtype)
+            batch = np.concatenate([batch, padding])
+        result = run(**{name: batch})
+        results.append({k: np.asarray(v)[: stop - start] for k, v in result.items()})
+    return results
+
+
+def declared_batch_sizes(path: Path, name: str) -> tuple[int, ...] | None:
+    """The batch sizes (axis 0) a package's input `name` accepts, read from its spec. None
+    when there is no package file (a runner that stands in for one): MAX_BATCH a call."""
+    from coreml_diarize.mlpackage import read_io
+
+    if not Path(path).exists():
+        return None
+    inputs, _ = read_io(path)
+    for tensor in inputs:
+        if tensor.name == name:
+            return tensor.sizes(0)
+    raise ArtifactError(f"{path.name} has no input {name!r}")
 
 
 # --- finding the packages -------------------------------------------------------------------
@@ -121,10 +173,18 @@ def read_plda_phi(path: Path | str) -> np.ndarray:
 
 class PackagePLDA:
     """pyannote's `PLDA` interface (`__call__`, `phi`, `lda_dimension`) on `PldaRho`:
-    features = rho / sqrt(phi), rho computed in batches of at most 32 embeddings."""
+    features = rho / sqrt(phi), rho computed in the batches PldaRho accepts (`batch_plan`)."""
 
-    def __init__(self, rho: Runner, phi: np.ndarray, *, name: str = "PldaRho") -> None:
+    def __init__(
+        self,
+        rho: Runner,
+        phi: np.ndarray,
+        *,
+        name: str = "PldaRho",
+        batch_sizes: tuple[int, ...] | None = None,
+    ) -> None:
         self._rho = rho
+        self._batch_sizes = batch_sizes  # what the package accepts (None: 1..MAX_BATCH)
         self._phi = np.asarray(phi, dtype=np.float64)
         self._sqrt_phi = np.sqrt(self._phi)
         self.lda_dimension = int(self._phi.size)
@@ -140,12 +200,8 @@ class PackagePLDA:
             raise ArtifactError(f"PLDA input must be (N, dimension), got {embeddings.shape}")
         if embeddings.shape[0] == 0:
             return np.zeros((0, self.lda_dimension))
-        rho = np.concatenate(
-            [
-                np.asarray(self._rho(embeddings=embeddings[i : i + MAX_BATCH])["rho"])
-                for i in range(0, embeddings.shape[0], MAX_BATCH)
-            ]
-        ).astype(np.float64)
+        calls = run_batched(self._rho, "embeddings", embeddings, self._batch_sizes)
+        rho = np.concatenate([call["rho"] for call in calls]).astype(np.float64)
         if rho.shape != (embeddings.shape[0], self.lda_dimension):
             raise ArtifactError(
                 f"{self.name} returns {rho.shape} for {embeddings.shape[0]} embeddings, "
@@ -195,18 +251,24 @@ class PackageSpeakerEmbedding:
 
 
 def package_segmentation_forward(
-    run: Runner, frames: int, classes: int, *, name: str, count: Callable[[int], None]
+    run: Runner,
+    frames: int,
+    classes: int,
+    *,
+    name: str,
+    count: Callable[[int], None],
+    batch_sizes: tuple[int, ...] | None = None,
 ):
     """A replacement for the segmentation model's `forward`: (B, 1, samples) chunks ->
-    (B, frames, classes) powerset log-probabilities, <= 32 windows a package call."""
+    (B, frames, classes) powerset log-probabilities, in the batches the package accepts
+    (`batch_plan`; None: <= 32 windows a call)."""
 
     def forward(waveforms):
         import torch
 
         chunks = waveforms.detach().cpu().numpy().astype(np.float32)
         outputs = []
-        for i in range(0, chunks.shape[0], MAX_BATCH):
-            result = run(audio=chunks[i : i + MAX_BATCH])
+        for result in run_batched(run, "audio", chunks, batch_sizes):
             key = next((k for k in SEGMENTS_OUTPUTS if k in result), None)
             if key is None and len(result) == 1:
                 key = next(iter(result))
@@ -249,6 +311,7 @@ def install(pipeline: Any, chain: ChainModels) -> None:
         classes,
         name=paths[keys["segmentation"]].name,
         count=count,
+        batch_sizes=declared_batch_sizes(paths[keys["segmentation"]], "audio"),
     )
     pipeline._embedding = PackageSpeakerEmbedding(
         pipeline._embedding, runners[keys["fbank"]], runners[keys["embedding"]]
@@ -258,6 +321,7 @@ def install(pipeline: Any, chain: ChainModels) -> None:
         runners[keys["plda"]],
         read_plda_phi(rho_path.parent / PLDA_PARAMETERS_FILE),
         name=rho_path.name,
+        batch_sizes=declared_batch_sizes(rho_path, "embeddings"),
     )
     pipeline._plda = plda
     pipeline.clustering.plda = plda

@@ -291,6 +291,50 @@ def test_segmentation_forward_splits_batches_of_32():
         wrong(torch.zeros(3, 1, 100))
 
 
+@pytest.mark.parametrize(
+    ("count", "sizes", "calls"),
+    [
+        # Segmentation's 1..32 (enumerated) and PldaRho's 1..32 (range): FluidAudio's split
+        (70, tuple(range(1, 33)), [(0, 32, 32), (32, 64, 32), (64, 70, 6)]),
+        (0, tuple(range(1, 33)), []),
+        # a package taking only some sizes: the largest that fits, then the last rows padded
+        # up to the smallest size it takes (Core ML refuses any other)
+        (37, (1, 2, 4, 8, 16, 32), [(0, 32, 32), (32, 36, 4), (36, 37, 1)]),
+        (37, (8, 32), [(0, 32, 32), (32, 37, 8)]),
+        (3, (4, 32), [(0, 3, 4)]),
+        # no upper bound declared: 32 a call
+        (40, None, [(0, 32, 32), (32, 40, 8)]),
+    ],
+)
+def test_batch_plan_sends_only_declared_sizes(count, sizes, calls):
+    from coreml_diarize.diarization.community import batch_plan
+
+    plan = batch_plan(count, sizes)
+    assert plan == calls
+    assert all(sent in (sizes or range(1, 33)) for _, _, sent in plan)
+
+
+def test_segmentation_forward_pads_to_a_declared_batch():
+    """A package enumerating only 4 and 32 windows gets 32 + 4 (one zero window of padding)
+    for 35 windows, and the padded row's output is dropped."""
+    import torch
+
+    from coreml_diarize.diarization.community import package_segmentation_forward
+
+    def segments(audio):  # each window's output is its first sample: rows stay aligned
+        return {"segments": np.broadcast_to(audio[:, :, :1], (audio.shape[0], 5, 7)).copy()}
+
+    fake = StandIn(segments)
+    forward = package_segmentation_forward(
+        fake, 5, 7, name="Segmentation", count=lambda _: None, batch_sizes=(4, 32)
+    )
+    windows = torch.arange(35, dtype=torch.float32)[:, None, None].expand(35, 1, 100)
+    out = forward(windows.contiguous())
+    assert fake.batches == [32, 4]
+    assert tuple(out.shape) == (35, 5, 7)
+    np.testing.assert_array_equal(out[:, 0, 0].numpy(), np.arange(35, dtype=np.float32))
+
+
 def test_package_plda_is_pyannotes_plda(torch_models):
     from coreml_diarize.diarization.community import PackagePLDA
 
