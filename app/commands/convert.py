@@ -56,7 +56,10 @@ embedding_output_option = click.option(
     help="preprocessor: never fall back to the overlapping mask.",
 )
 @click.option(
-    "--flexible-batch", is_flag=True, help="embedding: accept 1..32 speaker slots (default 3)."
+    "--flexible-batch",
+    is_flag=True,
+    help="embedding: accept 1..32 speaker slots (default 3) as enumerated shapes; needs "
+    "--target iOS18 or macOS15 (docs/ane.md, 'Batch shapes').",
 )
 @embedding_output_option
 def convert(
