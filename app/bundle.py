@@ -26,6 +26,7 @@ from coreml_diarize.mlpackage import (
     check_package,
     file_sha256,
     inspect_package,
+    is_content,
     package_files,
     tree_hash,
 )
@@ -232,16 +233,33 @@ def _readme(manifest: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _empty_dirs(directory: Path) -> list[Path]:
+    """Folders with nothing of the bundle's content inside: a package without constants keeps
+    an empty `Data/com.apple.CoreML/weights`, which its Manifest.json lists as an item, and
+    coremltools' package reader (so Core ML too) refuses the package when it is missing."""
+    files = package_files(directory)
+    return sorted(
+        p
+        for p in directory.rglob("*")
+        if p.is_dir()
+        and is_content(p.relative_to(directory))
+        and not any(f.is_relative_to(p) for f in files)
+    )
+
+
 def _write_zip(directory: Path, target: Path) -> None:
-    """Fixed timestamps, permissions and order: the same directory gives the same bytes."""
+    """Fixed timestamps, permissions and order: the same directory gives the same bytes. Empty
+    folders are stored as directory entries (a zip of files alone would drop them)."""
+    entries = [(p, False) for p in package_files(directory)]  # no .DS_Store and friends
+    entries += [(p, True) for p in _empty_dirs(directory)]
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as zf:
-        for path in package_files(directory):  # the one rule: no .DS_Store and friends
-            info = zipfile.ZipInfo(
-                f"{directory.name}/{path.relative_to(directory).as_posix()}", ZIP_EPOCH
-            )
-            info.external_attr = (stat.S_IFREG | 0o644) << 16
+        for path, is_dir in sorted(entries):
+            name = f"{directory.name}/{path.relative_to(directory).as_posix()}"
+            info = zipfile.ZipInfo(name + "/" if is_dir else name, ZIP_EPOCH)
+            mode = stat.S_IFDIR | 0o755 if is_dir else stat.S_IFREG | 0o644
+            info.external_attr = mode << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes(), compresslevel=9)
+            zf.writestr(info, b"" if is_dir else path.read_bytes(), compresslevel=9)
 
 
 def make_bundle(

@@ -93,3 +93,29 @@ def test_zip_with_escaping_path_refused(tmp_path):
     with pytest.raises(ArtifactError, match="unsafe path"):
         verify_bundle(evil)
     assert not (tmp_path.parent / "escape.txt").exists()
+
+
+def test_a_package_without_constants_survives_the_zip(tmp_path):
+    """The preprocessor has no weights: its package keeps an empty `weights` folder that its
+    Manifest.json lists. A zip of files alone dropped it, and coremltools' package reader (as
+    Core ML's) then refused the extracted package."""
+    import coremltools as ct
+
+    from coreml_diarize.app.bundle_files import safe_extract
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import get_spec
+    from coreml_diarize.validation.report import validate_package
+
+    spec = get_spec("preprocessor")
+    ctx = make_context(spec)
+    package = convert_model(spec, ctx, tmp_path / "build").path
+    assert (package / "Data/com.apple.CoreML/weights").is_dir()
+    assert not any((package / "Data/com.apple.CoreML/weights").iterdir())
+    save_report(package, validate_package(package, backend="mil", ctx=ctx).to_dict())
+    result = make_bundle([package], tmp_path / "dist", compile_models=False)
+    root = safe_extract(result.zip_path, tmp_path / "unzipped")
+    extracted = root / package.name
+    assert (extracted / "Data/com.apple.CoreML/weights").is_dir()
+    ct.models.MLModel(str(extracted), skip_model_load=True)  # raises if an item is missing
+    assert verify_bundle(result.zip_path) == []
