@@ -155,7 +155,13 @@ def _record_fields(record: PackageRecord) -> dict:
 def _io_fields(info) -> dict:
     return {
         "inputs": [
-            {"name": t.name, "shape": list(t.shape), "dtype": t.dtype, "flexible": t.flexible}
+            {
+                "name": t.name,
+                "shape": list(t.shape),  # the default shape
+                "dtype": t.dtype,
+                "flexible": t.flexible,  # axis -> [lower, upper] of a range
+                "enumerated": {axis: list(sizes) for axis, sizes in t.enumerated.items()},
+            }
             for t in info.inputs
         ],
         "outputs": [

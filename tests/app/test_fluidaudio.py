@@ -324,3 +324,20 @@ def test_compiled_model_mil_signature_is_read_when_metadata_is_absent(export_cop
 def test_a_folder_without_any_fluidaudio_model_fails(tmp_path):
     (tmp_path / "notes.txt").write_text("nothing here\n")
     _fails_with(tmp_path, "no FluidAudio model here")
+
+
+def test_the_manifest_records_enumerated_batch_sizes(bundles):
+    """A Swift app (or this check, on a download) reads the accepted batch sizes from the
+    manifest: they must be what the package's own spec declares (read with coremltools)."""
+    import coremltools as ct
+
+    manifest = json.loads((bundles["offline"] / "manifest.json").read_text())
+    entry = next(a for a in manifest["artifacts"] if a["name"] == "Segmentation.mlpackage")
+    spec = ct.models.MLModel(
+        str(bundles["offline"] / entry["name"]), skip_model_load=True
+    ).get_spec()
+    (declared,) = (i for i in spec.description.input if i.name == entry["inputs"][0]["name"])
+    shapes = declared.type.multiArrayType.enumeratedShapes.shapes
+    assert len(shapes) > 1
+    assert entry["inputs"][0]["enumerated"] == {"0": sorted(int(s.shape[0]) for s in shapes)}
+    assert entry["inputs"][0]["shape"] == list(shapes[0].shape)  # the default comes first
