@@ -132,8 +132,18 @@ def audio_cases(
     spec: ModelSpec, ctx, base: dict[str, np.ndarray], chunks: dict[str, np.ndarray]
 ) -> dict:
     """User audio as extra inputs: every audio-like input ("audio", "waveform") gets the chunk
-    (tiled to its shape), the other inputs keep the values of a built-in case."""
-    shapes = spec.input_shapes(ctx.geometry)
+    tiled to the shape the built-in case gives it, so it stays paired with that case's other
+    inputs; a model whose only input is the audio gets it once, at the smallest size of a
+    flexible axis (one window, not the default batch of 32 identical ones)."""
+    shapes = {name: np.shape(value) for name, value in base.items()}
+    if len(spec.inputs) == 1:
+        (t,) = spec.inputs
+        shape = list(ctx.geometry.resolve(t.shape))
+        for axis, sizes in t.enumerated.items():
+            shape[axis] = min(sizes)
+        for axis, (lower, _) in t.flexible.items():
+            shape[axis] = lower
+        shapes[t.name] = tuple(shape)
     cases = {}
     for name, chunk in chunks.items():
         case = dict(base)

@@ -128,3 +128,25 @@ def test_coreml_backend_on_linux_is_a_clear_error(seg_package):
     )
     assert result.exit_code != 0
     assert "macOS" in result.output and len(result.output.strip().splitlines()) <= 2
+
+
+def test_user_audio_is_one_window_for_a_batch_model_and_stays_paired_otherwise():
+    """`validate --audio` on offline Segmentation (batch 1..32, default 32) ran each chunk as
+    32 identical windows; the online embedding's waveform must keep the batch of its mask."""
+    import numpy as np
+
+    from coreml_diarize.models import get_spec
+    from coreml_diarize.sources import default_geometry
+    from coreml_diarize.specs import BuildContext, Options
+    from coreml_diarize.validation.report import audio_cases
+
+    ctx = BuildContext(default_geometry(), Options())
+    n = ctx.geometry.samples
+    chunk = np.linspace(-1, 1, n, dtype=np.float32)
+    (case,) = audio_cases(
+        get_spec("offline-segmentation"), ctx, {"audio": np.zeros((7, 1, n))}, {"x": chunk}
+    ).values()
+    assert case["audio"].shape == (1, 1, n) and np.array_equal(case["audio"][0, 0], chunk)
+    base = {"waveform": np.zeros((3, n)), "mask": np.ones((3, ctx.geometry.frames))}
+    (case,) = audio_cases(get_spec("embedding"), ctx, base, {"x": chunk}).values()
+    assert case["waveform"].shape == (3, n) and case["mask"] is base["mask"]
