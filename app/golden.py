@@ -208,6 +208,9 @@ class GoldenReport:
     recipe: str
     outputs: list[OutputResult]
     failures: list[str] = field(default_factory=list)
+    # where it ran, when that is not what was asked for (e.g. cpu_and_ne on a machine without
+    # a Neural Engine: the golden check then proves nothing about the NE)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -228,6 +231,7 @@ class GoldenReport:
             lines.append("  " + "; ".join(parts))
         lines += [f"  FAIL {f}" for f in self.failures]
         lines += [f"  FAIL {f}" for o in self.outputs for f in o.failures]
+        lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -265,7 +269,10 @@ def check_golden(
         for name, ref in golden.outputs.items()
         if name in got
     ]
-    return GoldenReport(Path(package).name, runner.backend, golden.recipe, results, failures)
+    notes = runner.compute_devices().notes if runner.backend == "coreml" else []
+    return GoldenReport(
+        Path(package).name, runner.backend, golden.recipe, results, failures, list(notes)
+    )
 
 
 def check_bundle_golden(bundle: Path, *, backend: str = "auto") -> list[GoldenReport]:

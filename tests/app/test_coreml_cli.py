@@ -127,15 +127,24 @@ def test_build_and_verify_run_golden_through_core_ml(with_toy, coreml_standin, t
     assert done.exit_code == 0, done.output
     saved = json.loads((out / "ToyCube.mlpackage.validation.json").read_text())
     assert saved["backend"] == "coreml" and saved["available_devices"] == ["cpu", "gpu"]
-    # the folder, not the zip: the zip drops ToyCube's empty weights/ folder (no constants),
-    # and coremltools' own package reader then refuses the extracted package ("Item does not
-    # exist for identifier"), as Core ML would: a bundle issue, reported, not this test's
     bundle = out / f"coreml-diarize-{PROFILE}-bundle"
-    verify = CliRunner().invoke(
-        main, ["verify", str(bundle), "--run-golden", "--backend", "coreml"]
-    )
-    assert verify.exit_code == 0, verify.output
+    for target in (bundle, bundle.with_suffix(".zip")):  # the zip keeps the empty weights/
+        verify = CliRunner().invoke(
+            main, ["verify", str(target), "--run-golden", "--backend", "coreml"]
+        )
+        assert verify.exit_code == 0, verify.output
     assert "ToyCube.mlpackage [fp32] golden via coreml: ok" in verify.output
+    # asked for the Neural Engine on a machine without one, the golden check says so
+    from coreml_diarize.app.golden import check_golden
+
+    report = check_golden(
+        bundle / "ToyCube.mlpackage",
+        bundle / "golden" / "ToyCube",
+        backend="coreml",
+        compute_units="cpu_and_ne",
+    )
+    assert report.passed and any("no Neural Engine" in n for n in report.notes)
+    assert "note: " in report.line()
 
 
 def test_build_stops_in_one_line_when_core_ml_cannot_load(with_toy, coreml_standin, tmp_path):
