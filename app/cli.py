@@ -16,6 +16,7 @@ from .commands import (
     compare,
     convert,
     diarize,
+    evaluate,
     export,
     inspect,
     package,
@@ -86,6 +87,7 @@ for command in (
     quantize.quantize,
     diarize.diarize,
     compare.compare,
+    evaluate.evaluate,
 ):
     main.add_command(command)
 

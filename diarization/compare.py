@@ -47,15 +47,24 @@ class Scores:
         return {"der": self.der, "jer": self.jer, "components": self.components}
 
 
-def score(reference, hypothesis, duration_s: float) -> Scores:
-    """DER and JER of `hypothesis` against `reference` (collar 0, overlap scored)."""
+def score(
+    reference,
+    hypothesis,
+    duration_s: float,
+    *,
+    collar: float = 0.0,
+    skip_overlap: bool = False,
+    uem=None,
+) -> Scores:
+    """DER and JER of `hypothesis` against `reference` (default: collar 0, overlap scored),
+    over `uem` (a pyannote Timeline; default [0, duration_s])."""
     from pyannote.core import Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate, JaccardErrorRate
 
-    uem = Timeline([Segment(0.0, duration_s)])
-    der = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    uem = uem if uem is not None else Timeline([Segment(0.0, duration_s)])
+    der = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
     detail = der(reference, hypothesis, uem=uem, detailed=True)
-    jer = JaccardErrorRate(collar=0.0, skip_overlap=False)
+    jer = JaccardErrorRate(collar=collar, skip_overlap=skip_overlap)
     jer_value = float(jer(reference, hypothesis, uem=uem))
     components = {k: float(v) for k, v in detail.items() if k != "diarization error rate"}
     return Scores(float(detail["diarization error rate"]), jer_value, components)

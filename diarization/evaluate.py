@@ -1,0 +1,492 @@
+"""`evaluate`: every variant of a converted chain scored over a corpus, results that survive.
+
+For each file, pyannote's PyTorch pipeline runs once (on the weights the packages record as
+their provenance, compare.py `torch_models_for`) and is shared by every variant; each variant's
+converted chain runs on the same audio. Scores are pyannote.metrics' DER (miss, false alarm,
+confusion) and JER: converted vs PyTorch, and both vs the reference RTTM where there is one.
+
+Results are keyed so that nothing mixes: a variant's result lives under
+`<out>/results/<key>/<uri>.json`, `key` a hash of (variant, pipeline, the bundle's hash,
+collar, skip-overlap, step, backend); the PyTorch annotation under its own key (pipeline, the
+fp32 bundle's hash, step), so a new variant or collar reuses it. Each is written atomically
+(atomic.py) when its file finishes: a re-run skips what is done, Ctrl-C loses only the files
+in flight. A file that fails is recorded (`"status": "failed"`, its error) and retried on the
+next run; the others go on.
+
+`--workers 1` is this module's plain loop; more workers run the same `EvaluationWorker` as Ray
+actors (evaluate_ray.py). Each worker loads the packages and both pipelines once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from coreml_diarize.errors import ArtifactError, DiarizeError
+
+from .corpus import CorpusFile
+from .diarize import ChainPaths, find_packages, pipeline_recipe
+
+VARIANTS = ("fp32", "fp16", "palettize8")  # fp32: the plain packages; others: <stem>_<variant>
+# pyannote's published benchmarks are "full" DER: no forgiveness collar, overlapped speech
+# scored (the pyannote/speaker-diarization-3.1 and -community-1 model cards: "evaluated ...
+# with no forgiveness collar and evaluating overlapped speech")
+DEFAULT_COLLAR = 0.0
+DEFAULT_SKIP_OVERLAP = False
+RESULT_FORMAT = 1  # bumped when a result file's layout changes (part of every key)
+
+
+@dataclass(frozen=True)
+class EvaluationOptions:
+    """What a result depends on besides the file and the packages."""
+
+    pipeline: str = "3.1"
+    variants: tuple[str, ...] = ("fp32",)
+    collar: float = DEFAULT_COLLAR
+    skip_overlap: bool = DEFAULT_SKIP_OVERLAP
+    step_s: float | None = None
+    backend: str = "auto"
+    trust_checkpoint: bool = False
+
+
+def parse_variants(text: str) -> tuple[str, ...]:
+    """'fp32,fp16' -> ('fp32', 'fp16'); unknown names are a user error."""
+    names = tuple(dict.fromkeys(v.strip() for v in text.split(",") if v.strip()))
+    unknown = [v for v in names if v not in VARIANTS]
+    if unknown or not names:
+        raise DiarizeError(
+            f"unknown variant {', '.join(unknown) or '(none)'} (choose from {', '.join(VARIANTS)})"
+        )
+    return names
+
+
+def variant_paths(models_dir: Path, variant: str, chain: str) -> ChainPaths:
+    """The chain's packages for `variant`. find_packages falls back to the plain package where
+    a model has no variant file; here a variant with no package of its own is an error, not a
+    silent second fp32 run."""
+    if variant == "fp32":
+        return find_packages(models_dir, None, chain=chain)
+    paths = find_packages(models_dir, variant, chain=chain)
+    if not any(p.name.endswith(f"_{variant}.mlpackage") for p in paths.paths.values()):
+        raise ArtifactError(f"{models_dir} has no {variant} packages for the {chain} chain")
+    return paths
+
+
+def bundle_hash(paths: ChainPaths) -> str:
+    """One SHA-256 over every package's tree hash (mlpackage.py `tree_hash`) and the sidecar
+    files the chain's specs write beside them (e.g. plda-parameters.json)."""
+    from coreml_diarize.mlpackage import file_sha256, tree_hash
+    from coreml_diarize.models import registry
+
+    digest = hashlib.sha256()
+    for key, path in sorted(paths.paths.items()):
+        digest.update(f"{key}\0{path.name}\0{tree_hash(path)[0]}\n".encode())
+        spec = registry().get(key)
+        for sidecar in sorted(spec.sidecars if spec else ()):
+            digest.update(f"{sidecar}\0{file_sha256(path.parent / sidecar)}\n".encode())
+    return digest.hexdigest()
+
+
+def _key(fields: dict[str, Any]) -> str:
+    text = json.dumps({"format": RESULT_FORMAT, **fields}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class EvaluationPlan:
+    """The packages, hashes and result keys of one `evaluate` command."""
+
+    models_dir: Path
+    options: EvaluationOptions
+    bundles: dict[str, str]  # variant -> bundle hash
+    keys: dict[str, str]  # variant -> result key
+    torch_key: str
+
+    @classmethod
+    def make(cls, models_dir: Path | str, options: EvaluationOptions) -> EvaluationPlan:
+        models_dir = Path(models_dir)
+        recipe = pipeline_recipe(options.pipeline)
+        bundles = {
+            v: bundle_hash(variant_paths(models_dir, v, recipe.chain)) for v in options.variants
+        }
+        # the PyTorch side is rebuilt from the fp32 packages' provenance (same weights)
+        fp32 = bundles.get("fp32") or bundle_hash(variant_paths(models_dir, "fp32", recipe.chain))
+        shared = {
+            "pipeline": recipe.name,
+            "collar": options.collar,
+            "skip_overlap": options.skip_overlap,
+            "step_s": options.step_s,
+        }
+        keys = {
+            v: _key({**shared, "variant": v, "bundle": b, "backend": options.backend})
+            for v, b in bundles.items()
+        }
+        torch_key = _key(
+            {"side": "torch", "pipeline": recipe.name, "bundle": fp32, "step_s": options.step_s}
+        )
+        return cls(models_dir, options, bundles, keys, torch_key)
+
+
+# --- the stored results ---------------------------------------------------------------------
+
+
+def segments_of(annotation) -> list[list[Any]]:
+    """An Annotation as [[start, end, label], ...] (JSON); `annotation_of` reads it back."""
+    return [
+        [float(s.start), float(s.end), str(label)]
+        for s, _, label in annotation.itertracks(yield_label=True)
+    ]
+
+
+def annotation_of(segments: Iterable[list[Any]], uri: str):
+    from pyannote.core import Annotation, Segment
+
+    annotation = Annotation(uri=uri)
+    for track, (start, end, label) in enumerate(segments):
+        annotation[Segment(start, end), track] = label
+    return annotation
+
+
+@dataclass
+class ResultStore:
+    """`<out>/results/<key>/<uri>.json`, one file per result, each written atomically."""
+
+    out: Path
+    plan: EvaluationPlan
+
+    def path(self, key: str, uri: str) -> Path:
+        return self.out / "results" / key / f"{uri}.json"
+
+    def describe_keys(self) -> None:
+        """`<key>/key.json`: what each key stands for, for a person browsing the folder."""
+        from coreml_diarize.atomic import atomic_path
+
+        options = asdict(self.plan.options)
+        entries = {
+            k: {"variant": v, "bundle": self.plan.bundles[v]} for v, k in self.plan.keys.items()
+        }
+        entries[self.plan.torch_key] = {"side": "torch"}
+        for key, what in entries.items():
+            target = self.out / "results" / key / "key.json"
+            if not target.is_file():
+                with atomic_path(target) as tmp:
+                    tmp.write_text(json.dumps({**what, "options": options}, indent=2) + "\n")
+
+    def read(self, key: str, uri: str) -> dict[str, Any] | None:
+        path = self.path(key, uri)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):  # a damaged result is recomputed
+            return None
+
+    def done(self, key: str, uri: str) -> bool:
+        record = self.read(key, uri)
+        return record is not None and record.get("status") == "ok"
+
+    def write(self, key: str, uri: str, record: dict[str, Any]) -> None:
+        from coreml_diarize.atomic import atomic_path
+
+        with atomic_path(self.path(key, uri)) as tmp:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+
+
+@dataclass
+class Job:
+    """One file's work: the variants still to do, and the PyTorch result if already stored."""
+
+    file: CorpusFile
+    variants: tuple[str, ...]
+    torch: dict[str, Any] | None = None
+
+
+@dataclass
+class JobOutcome:
+    uri: str
+    torch: dict[str, Any] | None  # a new PyTorch record to store (None: reused or failed)
+    variants: dict[str, dict[str, Any]]  # variant -> record (status ok or failed)
+    seconds: float = 0.0
+
+
+def failed_record(uri: str, error: str, **extra: Any) -> dict[str, Any]:
+    return {"uri": uri, "status": "failed", "error": error, **extra}
+
+
+def plan_jobs(files: list[CorpusFile], store: ResultStore, force: bool) -> list[Job]:
+    """What is left to do, longest file first (the long files bound a parallel run's end)."""
+    plan = store.plan
+    jobs = []
+    for item in files:
+        todo = tuple(
+            v for v in plan.options.variants if force or not store.done(plan.keys[v], item.uri)
+        )
+        if not todo:
+            continue
+        torch = None if force else store.read(plan.torch_key, item.uri)
+        jobs.append(Job(item, todo, torch if torch and torch.get("status") == "ok" else None))
+    return sorted(jobs, key=lambda j: (-j.file.duration_s, j.file.uri))
+
+
+# --- the worker -----------------------------------------------------------------------------
+
+
+class EvaluationWorker:
+    """Loads every variant's chain and both pipelines once, then scores file after file.
+
+    Used as is by the serial loop and as a Ray actor (evaluate_ray.py). Torch runs on
+    `torch_threads` threads: one per worker, so that N workers on N cores do not spin on each
+    other, and so that a serial run and a Ray run compute the very same numbers."""
+
+    def __init__(self, plan: EvaluationPlan, torch_threads: int = 1) -> None:
+        import torch
+
+        from .compare import torch_models_for
+        from .diarize import ChainModels, converted_pipeline, make_pipeline
+
+        torch.set_num_threads(torch_threads)
+        options = plan.options
+        self.plan = plan
+        self.recipe = pipeline_recipe(options.pipeline)
+        self.chains = {}
+        self.pipelines = {}
+        for variant in options.variants:
+            paths = variant_paths(plan.models_dir, variant, self.recipe.chain)
+            chain = ChainModels.load(paths, options.backend)
+            self.chains[variant] = chain
+            self.pipelines[variant] = converted_pipeline(
+                chain, pipeline=self.recipe, step_s=options.step_s
+            )
+        fp32_paths = variant_paths(plan.models_dir, "fp32", self.recipe.chain)
+        models = torch_models_for(fp32_paths, trust_checkpoint=options.trust_checkpoint)
+        self.weights = dict(models.sources)
+        self.torch_pipeline = make_pipeline(
+            models.segmentation,
+            models.embedding,
+            pipeline=self.recipe,
+            plda=models.plda if self.recipe.uses_plda else None,
+            step_s=options.step_s,
+        )
+
+    def ready(self) -> bool:
+        return True
+
+    def _score(self, reference, hypothesis, item: CorpusFile, duration: float):
+        from .compare import score
+
+        o = self.plan.options
+        return score(
+            reference,
+            hypothesis,
+            duration,
+            collar=o.collar,
+            skip_overlap=o.skip_overlap,
+            uem=item.uem,
+        ).to_dict()
+
+    def run(self, job: Job) -> JobOutcome:
+        """Score `job`; every error becomes a failed record (the caller stores it)."""
+        from coreml_diarize.audio import read_audio
+
+        from .diarize import audio_file, diarize_samples, run_pipeline
+
+        start = time.perf_counter()
+        item = job.file
+        try:
+            loaded = read_audio(item.audio)
+            samples, rate = loaded.samples, loaded.sample_rate
+            duration = samples.size / rate
+            if job.torch is not None:
+                torch_record = job.torch
+                new_torch = None
+            else:
+                annotation, seconds = run_pipeline(
+                    self.torch_pipeline, audio_file(samples, rate, item.uri)
+                )
+                torch_record = new_torch = {
+                    "uri": item.uri,
+                    "status": "ok",
+                    "pipeline": self.recipe.name,
+                    "duration_s": duration,
+                    "seconds": seconds,
+                    "rtf": seconds / duration,
+                    "weights": self.weights,
+                    "segments": segments_of(annotation),
+                }
+        except Exception as exc:  # noqa: BLE001 - recorded, the corpus goes on
+            error = _one_line(exc)
+            return JobOutcome(
+                item.uri,
+                None,
+                {v: failed_record(item.uri, error, variant=v) for v in job.variants},
+                time.perf_counter() - start,
+            )
+        torch_annotation = annotation_of(torch_record["segments"], item.uri)
+        records = {}
+        for variant in job.variants:
+            try:
+                result = diarize_samples(
+                    samples,
+                    self.chains[variant],
+                    sample_rate=rate,
+                    uri=item.uri,
+                    pipeline=self.recipe,
+                    built=self.pipelines[variant],
+                )
+                record = {
+                    "uri": item.uri,
+                    "status": "ok",
+                    "variant": variant,
+                    "pipeline": self.recipe.name,
+                    "bundle": self.plan.bundles[variant],
+                    "duration_s": duration,
+                    "converted": {
+                        "seconds": result.seconds,
+                        "rtf": result.rtf,
+                        "windows": result.windows,
+                        "backend": result.backend,
+                        "segments": segments_of(result.annotation),
+                    },
+                    "torch": {"seconds": torch_record["seconds"], "rtf": torch_record["rtf"]},
+                    "converted_vs_torch": self._score(
+                        torch_annotation, result.annotation, item, duration
+                    ),
+                    "vs_reference": {},
+                }
+                if item.reference is not None:
+                    record["vs_reference"] = {
+                        "converted": self._score(item.reference, result.annotation, item, duration),
+                        "torch": self._score(item.reference, torch_annotation, item, duration),
+                    }
+            except Exception as exc:  # noqa: BLE001
+                record = failed_record(item.uri, _one_line(exc), variant=variant)
+            records[variant] = record
+        return JobOutcome(item.uri, new_torch, records, time.perf_counter() - start)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = (
+        f" (at {Path(where[0].filename).name}:{where[0].lineno})"
+        if where and not isinstance(exc, DiarizeError)
+        else ""
+    )
+    return f"{type(exc).__name__}: {text[0] if text else ''}{at}"
+
+
+# --- running ---------------------------------------------------------------------------------
+
+
+def serial_outcomes(plan: EvaluationPlan, jobs: list[Job]) -> Iterator[JobOutcome]:
+    """The plain loop (`--workers 1`): one worker in this process, no Ray."""
+    if not jobs:
+        return
+    worker = EvaluationWorker(plan)
+    for job in jobs:
+        yield worker.run(job)
+
+
+@dataclass
+class EvaluationRun:
+    """What a command did: counts, and the failures (uri, variant, error)."""
+
+    files: int
+    skipped: int  # files with nothing left to do
+    scored: int = 0  # (file, variant) results written with status ok
+    failures: list[tuple[str, str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class Progress:
+    """One line per finished file to `emit`: count, failures, elapsed and ETA by audio time."""
+
+    def __init__(self, jobs: list[Job], emit: Callable[[str], None] | None) -> None:
+        self.emit = emit
+        self.total = len(jobs)
+        self.audio_total = sum(j.file.duration_s for j in jobs) or float(len(jobs))
+        self.audio_done = 0.0
+        self.count = 0
+        self.start = time.perf_counter()
+
+    def finished(self, job: Job | None, outcome: JobOutcome, failed: int) -> None:
+        self.count += 1
+        self.audio_done += (job.file.duration_s or 1.0) if job else 0.0
+        if self.emit is None:
+            return
+        elapsed = time.perf_counter() - self.start
+        share = min(self.audio_done / self.audio_total, 1.0) if self.audio_total else 1.0
+        eta = elapsed * (1 - share) / share if share > 0 else float("nan")
+        status = (
+            "failed" if any(r.get("status") != "ok" for r in outcome.variants.values()) else "ok"
+        )
+        self.emit(
+            f"[{self.count}/{self.total}] {outcome.uri} {status} ({outcome.seconds:.1f} s); "
+            f"{failed} failed; elapsed {_clock(elapsed)}, ETA {_clock(eta)}"
+        )
+
+
+def _clock(seconds: float) -> str:
+    if seconds != seconds:  # nan
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def store_outcome(store: ResultStore, outcome: JobOutcome, run: EvaluationRun) -> None:
+    plan = store.plan
+    if outcome.torch is not None:
+        store.write(plan.torch_key, outcome.uri, outcome.torch)
+    for variant, record in outcome.variants.items():
+        store.write(plan.keys[variant], outcome.uri, record)
+        if record.get("status") == "ok":
+            run.scored += 1
+        else:
+            run.failures.append((outcome.uri, variant, str(record.get("error"))))
+
+
+def evaluate_corpus(
+    files: list[CorpusFile],
+    plan: EvaluationPlan,
+    out: Path | str,
+    *,
+    workers: int = 1,
+    address: str | None = None,
+    worker_memory_gb: float | None = None,
+    force: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> EvaluationRun:
+    """Score what is left of `files` and store each result as its file finishes."""
+    from coreml_diarize.atomic import ensure_writable_dir
+
+    if workers < 1:
+        raise DiarizeError(f"--workers must be at least 1, got {workers}")
+    store = ResultStore(ensure_writable_dir(Path(out)), plan)
+    store.describe_keys()
+    jobs = plan_jobs(files, store, force)
+    run = EvaluationRun(files=len(files), skipped=len(files) - len(jobs))
+    if progress is not None and run.skipped:
+        progress(f"{run.skipped} of {len(files)} files already done (--force recomputes them)")
+    by_uri = {j.file.uri: j for j in jobs}
+    meter = Progress(jobs, progress)
+    start = time.perf_counter()
+    if workers == 1 and address is None:
+        outcomes = serial_outcomes(plan, jobs)
+    else:
+        from .evaluate_ray import ray_outcomes
+
+        outcomes = ray_outcomes(
+            plan, jobs, workers=workers, address=address, worker_memory_gb=worker_memory_gb
+        )
+    for outcome in outcomes:
+        store_outcome(store, outcome, run)
+        meter.finished(by_uri.get(outcome.uri), outcome, len(run.failures))
+    run.seconds = time.perf_counter() - start
+    return run

@@ -1,0 +1,143 @@
+"""`evaluate --workers N` / `--address`: the same EvaluationWorker as a pool of Ray actors.
+
+Ray (docs.ray.io, "Actors", "Specifying task or actor resource requirements"):
+* without `--address`, `ray.init(num_cpus=os.cpu_count(), include_dashboard=False)` starts a
+  local instance inside this process, sized to the machine; with it, `ray.init(address=...)`
+  joins a cluster started with `ray start --head` (README);
+* each actor asks for one CPU and `memory=` bytes: Ray's scheduler then never places more
+  actors on a node than its CPUs and memory hold (memory is a logical resource: declared, not
+  enforced, so the figure comes from the benchmark's measured peak per worker);
+* every actor loads the packages and both pipelines once (`EvaluationWorker.__init__`), then
+  takes one file at a time; the driver hands out files longest first and stores each outcome
+  as it arrives (`ray.wait`), so Ctrl-C loses only the files in flight;
+* a dead actor (killed, out of memory, its node lost) fails the file it held, recorded like
+  any other failure; a fresh actor takes its place, up to `max_restarts` times in all.
+
+Workers read the audio and the packages by path: on a cluster, the corpus and the models
+directory must be at the same path on every node (a shared file system).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from coreml_diarize.errors import DiarizeError
+
+from .evaluate import EvaluationPlan, EvaluationWorker, Job, JobOutcome, failed_record
+
+DEFAULT_WORKER_MEMORY_GB = 2.0  # bench_evaluate.py: peak RSS of one worker, rounded up
+
+
+def _start_ray(address: str | None, workers: int) -> bool:
+    """Start (or join) Ray; True when this call started it (and so must shut it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {
+        "env_vars": {
+            "PYANNOTE_METRICS_ENABLED": os.environ.get("PYANNOTE_METRICS_ENABLED", "false")
+        }
+    }
+    if address is None:
+        ray.init(
+            num_cpus=max(os.cpu_count() or 1, workers),
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env=env,
+        )
+    else:
+        try:
+            ray.init(address=address, log_to_driver=False, runtime_env=env)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise DiarizeError(f"cannot join the Ray cluster at {address}: {exc}") from exc
+    return True
+
+
+def ray_outcomes(
+    plan: EvaluationPlan,
+    jobs: list[Job],
+    *,
+    workers: int,
+    address: str | None = None,
+    worker_memory_gb: float | None = None,
+    max_restarts: int | None = None,
+    on_submit: Callable[[Any, Job], None] | None = None,
+) -> Iterator[JobOutcome]:
+    """Outcomes of `jobs` (already longest first) as the actors finish them.
+
+    `on_submit(actor, job)` is called as each job is handed to an actor (tests kill one there).
+    """
+    if not jobs:
+        return
+    import ray
+    from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
+
+    memory_gb = worker_memory_gb or DEFAULT_WORKER_MEMORY_GB
+    started = _start_ray(address, workers)
+    try:
+        available = ray.available_resources().get("memory", 0.0)
+        need = workers * memory_gb * 2**30
+        if address is None and available and need > available:
+            raise DiarizeError(
+                f"{workers} workers x {memory_gb:g} GB exceed the {available / 2**30:.1f} GB "
+                "Ray sees on this machine: fewer --workers or a smaller --worker-memory"
+            )
+        actor_class = ray.remote(EvaluationWorker).options(
+            num_cpus=1, memory=int(memory_gb * 2**30), max_restarts=0, max_task_retries=0
+        )
+        count = min(workers, len(jobs))
+        restarts_left = count if max_restarts is None else max_restarts
+        idle = [actor_class.remote(plan) for _ in range(count)]
+        pending = list(jobs)
+        running: dict[Any, tuple[Any, Job]] = {}
+
+        def submit(actor) -> None:
+            job = pending.pop(0)
+            running[actor.run.remote(job)] = (actor, job)
+            if on_submit is not None:
+                on_submit(actor, job)
+
+        while idle and pending:
+            submit(idle.pop())
+        while running:
+            ready, _ = ray.wait(list(running), num_returns=1)
+            ref = ready[0]
+            actor, job = running.pop(ref)
+            try:
+                outcome = ray.get(ref)
+            except (RayActorError, WorkerCrashedError) as exc:
+                error = f"worker died: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                outcome = JobOutcome(
+                    job.file.uri,
+                    None,
+                    {v: failed_record(job.file.uri, error, variant=v) for v in job.variants},
+                )
+                actor = None
+                if restarts_left > 0 and pending:
+                    restarts_left -= 1
+                    actor = actor_class.remote(plan)
+            except RayTaskError as exc:  # the worker's own code raised past its handler
+                cause = exc.cause if exc.cause is not None else exc
+                error = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
+                outcome = JobOutcome(
+                    job.file.uri,
+                    None,
+                    {v: failed_record(job.file.uri, error, variant=v) for v in job.variants},
+                )
+            yield outcome
+            if actor is not None and pending:
+                submit(actor)
+        # jobs nobody could take (every actor died and no restart was left)
+        for job in pending:
+            error = "no worker left to run it (every Ray actor died)"
+            yield JobOutcome(
+                job.file.uri,
+                None,
+                {v: failed_record(job.file.uri, error, variant=v) for v in job.variants},
+            )
+    finally:
+        if started:
+            ray.shutdown()
