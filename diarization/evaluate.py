@@ -388,9 +388,15 @@ def serial_outcomes(plan: EvaluationPlan, jobs: list[Job]) -> Iterator[JobOutcom
     """The plain loop (`--workers 1`): one worker in this process, no Ray."""
     if not jobs:
         return
-    worker = EvaluationWorker(plan)
-    for job in jobs:
-        yield worker.run(job)
+    import torch
+
+    threads = torch.get_num_threads()  # the worker pins torch to one thread: put it back after
+    try:
+        worker = EvaluationWorker(plan)
+        for job in jobs:
+            yield worker.run(job)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @dataclass

@@ -1,0 +1,231 @@
+"""`evaluate` over a tiny synthetic corpus: serial and Ray give the same numbers, results
+survive (resume, --force), a bad file or a killed worker is recorded while the rest finish,
+and a pyannote.database protocol names the same corpus.
+
+Kept small (the MIL executor is slow, the machine has 2 cores): two 10 s two-speaker meetings
+(training/meetings.py), a 5 s step (2 windows per file), the fp32 online packages.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from coreml_diarize.app.cli import main
+
+STEP = ["--step", "5", "--backend", "mil", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def models(seg_package, emb_package, tmp_path_factory) -> Path:
+    """The online fp32 set from random:0: the session's segmentation and embedding packages
+    (the slow conversions, shared with the rest of the suite) and the three small ones."""
+    from coreml_diarize.context import make_context
+    from coreml_diarize.converters.convert import convert_model
+    from coreml_diarize.models import registry
+
+    out = tmp_path_factory.mktemp("evaluate_models")
+    for package in (seg_package, emb_package):
+        (out / package.name).symlink_to(package, target_is_directory=True)
+    for spec in registry().values():
+        if "online" in spec.chains and not (out / f"{spec.filename}.mlpackage").exists():
+            convert_model(spec, make_context(spec, source="random:0"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    from training.meetings import write_meetings
+
+    folder = tmp_path_factory.mktemp("evaluate_corpus")
+    write_meetings(folder, count=2, seconds=10.0, speakers=2)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def serial_run(models, corpus, tmp_path_factory):
+    """One serial CLI run on the corpus plus an unreadable file: (result, out dir, corpus dir)."""
+    with_bad = tmp_path_factory.mktemp("evaluate_with_bad")
+    for path in corpus.iterdir():
+        shutil.copy(path, with_bad / path.name)
+    (with_bad / "broken.wav").write_text("not audio")
+    out = tmp_path_factory.mktemp("evaluate_out")
+    args = ["evaluate", str(with_bad), "--models", str(models), "--out", str(out), *STEP]
+    return CliRunner().invoke(main, args), out, with_bad
+
+
+def _plan(models: Path):
+    from coreml_diarize.diarization.evaluate import EvaluationOptions, EvaluationPlan
+
+    return EvaluationPlan.make(models, EvaluationOptions(step_s=5.0, backend="mil"))
+
+
+def _records(out: Path, key: str) -> dict[str, dict]:
+    folder = out / "results" / key
+    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != "key"}
+
+
+def test_bad_file_recorded_others_scored(serial_run, models):
+    result, out, _ = serial_run
+    assert result.exit_code != 0, result.output
+    assert "failed: broken (fp32)" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: 1 of 3 results failed"
+    records = _records(out, _plan(models).keys["fp32"])
+    assert records["broken"]["status"] == "failed" and "audio" in records["broken"]["error"]
+    assert {records[u]["status"] for u in ("meeting0", "meeting1")} == {"ok"}
+    report = json.loads((out / "report.json").read_text())
+    assert [f["uri"] for f in report["failures"]] == ["broken"]
+    for name in ("report.md", "per_file.csv", "aggregate.csv", "der_per_file.png", "rtf.png"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_aggregate_is_accumulated_der(serial_run, models):
+    """Against pyannote.metrics fed independently: the RTTMs on disk, the stored segments."""
+    from pyannote.core import Annotation, Segment, Timeline
+    from pyannote.database.util import load_rttm
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    _, out, corpus = serial_run
+    records = _records(out, _plan(models).keys["fp32"])
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)  # pyannote's "full" DER
+    per_file = []
+    for uri in ("meeting0", "meeting1"):
+        reference = load_rttm(str(corpus / f"{uri}.rttm"))[uri]
+        hypothesis = Annotation(uri=uri)
+        for i, (start, end, label) in enumerate(records[uri]["converted"]["segments"]):
+            hypothesis[Segment(start, end), i] = label
+        uem = Timeline([Segment(0.0, records[uri]["duration_s"])])
+        per_file.append(metric(reference, hypothesis, uem=uem))
+        assert records[uri]["vs_reference"]["converted"]["der"] == pytest.approx(per_file[-1])
+    report = json.loads((out / "report.json").read_text())
+    (aggregate,) = report["aggregate"]
+    assert aggregate["files"] == 2
+    assert aggregate["converted_vs_reference.der"] == pytest.approx(abs(metric))
+    assert aggregate["der_delta_vs_fp32"] == 0.0
+    assert aggregate["der_delta_vs_torch"] == pytest.approx(
+        aggregate["converted_vs_reference.der"] - aggregate["torch_vs_reference.der"]
+    )
+
+
+def test_rerun_skips_done_and_force_recomputes(serial_run, models, corpus):
+    """A list file naming the two good files: both done, nothing runs (no worker is loaded)."""
+    _, out, _ = serial_run
+    key = _plan(models).keys["fp32"]
+    before = {p.name: p.stat().st_mtime_ns for p in (out / "results" / key).glob("meeting*")}
+    listing = corpus / "files.lst"
+    listing.write_text("meeting0.wav\nmeeting1.wav meeting1.rttm\n")
+    args = ["evaluate", str(listing), "--models", str(models), "--out", str(out), "--step", "5"]
+    result = CliRunner().invoke(main, [*args, "--backend", "mil"])
+    assert result.exit_code == 0, result.output
+    assert "2 of 2 files already done" in result.stderr
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "results" / key).glob("meeting*")}
+    assert after == before
+    # --force plans every file again, the stored PyTorch side included
+    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.evaluate import ResultStore, plan_jobs
+
+    files = load_corpus(listing)
+    store = ResultStore(out, _plan(models))
+    assert plan_jobs(files, store, force=False) == []
+    forced = plan_jobs(files, store, force=True)
+    assert [j.file.uri for j in forced] == ["meeting0", "meeting1"]
+    assert all(j.torch is None and j.variants == ("fp32",) for j in forced)
+
+
+def test_options_key_results_apart(models):
+    from dataclasses import replace
+
+    from coreml_diarize.diarization.evaluate import EvaluationPlan
+
+    plan = _plan(models)
+    collar = EvaluationPlan.make(models, replace(plan.options, collar=0.25))
+    overlap = EvaluationPlan.make(models, replace(plan.options, skip_overlap=True))
+    keys = {plan.keys["fp32"], collar.keys["fp32"], overlap.keys["fp32"]}
+    assert len(keys) == 3
+    # the PyTorch annotation does not depend on the scoring options: shared
+    assert plan.torch_key == collar.torch_key == overlap.torch_key
+
+
+def test_protocol_corpus_matches_directory(corpus, serial_run, models, tmp_path):
+    from coreml_diarize.diarization.corpus import load_corpus
+
+    uris = ["meeting0", "meeting1"]
+    (tmp_path / "test.lst").write_text("\n".join(uris) + "\n")
+    rttm = "".join((corpus / f"{u}.rttm").read_text() for u in uris)
+    (tmp_path / "test.rttm").write_text(rttm)
+    yml = tmp_path / "database.yml"
+    yml.write_text(
+        f"Databases:\n  Synth: {corpus}/{{uri}}.wav\n"
+        "Protocols:\n  Synth:\n    SpeakerDiarization:\n      Tiny:\n        test:\n"
+        "          uri: test.lst\n          annotation: test.rttm\n"
+    )
+    from_protocol = load_corpus("Synth.SpeakerDiarization.Tiny", database_yml=yml)
+    from_dir = [f for f in load_corpus(corpus) if f.uri in uris]
+    assert [f.uri for f in from_protocol] == uris
+    for a, b in zip(from_protocol, from_dir, strict=True):
+        assert a.audio.resolve() == b.audio.resolve()
+        assert a.duration_s == b.duration_s == pytest.approx(10.0)
+        turns = [
+            sorted((s, k) for s, _, k in f.reference.itertracks(yield_label=True)) for f in (a, b)
+        ]
+        assert turns[0] == turns[1] and len(turns[0]) >= 2
+    _, out, _ = serial_run
+    args = ["evaluate", "Synth.SpeakerDiarization.Tiny", "--database-yml", str(yml)]
+    result = CliRunner().invoke(main, [*args, "--models", str(models), "--out", str(out), *STEP])
+    assert result.exit_code == 0, result.output
+    assert "| fp32 | 2 |" in result.stdout
+
+
+def test_unknown_protocol_is_one_line(models, tmp_path):
+    yml = tmp_path / "database.yml"
+    yml.write_text("Databases:\n  Synth: /nowhere/{uri}.wav\n")
+    args = ["evaluate", "Synth.SpeakerDiarization.Nope", "--database-yml", str(yml)]
+    result = CliRunner().invoke(main, [*args, "--models", str(models)])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(
+        "error: pyannote.database protocol Synth.SpeakerDiarization.Nope"
+    )
+
+
+def test_ray_matches_serial_and_records_a_killed_worker(serial_run, models, corpus, tmp_path):
+    """Two local Ray actors score the corpus: the very numbers of the serial loop; an actor
+    killed while it holds a file fails that file only."""
+    import ray
+
+    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.evaluate import Job
+    from coreml_diarize.diarization.evaluate_ray import ray_outcomes
+
+    _, out, _ = serial_run
+    plan = _plan(models)
+    serial = _records(out, plan.keys["fp32"])
+    files = [f for f in load_corpus(corpus) if f.uri.startswith("meeting")]
+    victim = shutil.copy(corpus / "meeting0.wav", tmp_path / "zz_victim.wav")
+    jobs = [Job(f, ("fp32",)) for f in files]
+    jobs.append(Job(type(files[0])("zz_victim", Path(victim), None, None, 10.0), ("fp32",)))
+
+    def kill_victim(actor, job):
+        if job.file.uri == "zz_victim":
+            ray.kill(actor, no_restart=True)
+
+    outcomes = {
+        o.uri: o
+        for o in ray_outcomes(
+            plan, jobs, workers=2, worker_memory_gb=1.0, max_restarts=0, on_submit=kill_victim
+        )
+    }
+    assert not ray.is_initialized(), "the local Ray instance this call started is shut down"
+    assert set(outcomes) == {"meeting0", "meeting1", "zz_victim"}
+    victim_record = outcomes["zz_victim"].variants["fp32"]
+    assert victim_record["status"] == "failed" and "worker died" in victim_record["error"]
+    for uri in ("meeting0", "meeting1"):
+        ray_record = outcomes[uri].variants["fp32"]
+        assert ray_record["status"] == "ok"
+        for field in ("converted_vs_torch", "vs_reference"):
+            assert ray_record[field] == serial[uri][field], (uri, field)
+        assert ray_record["converted"]["segments"] == serial[uri]["converted"]["segments"]
+        assert outcomes[uri].torch["segments"] == _records(out, plan.torch_key)[uri]["segments"]
