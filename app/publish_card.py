@@ -353,6 +353,19 @@ def _card_validation(manifest: dict) -> list[str]:
             f"| `{a['name']}` | {v.get('backend') or '—'} | {len(v.get('inputs') or [])} "
             f"| {_fmt_summary(v.get('summary'))} | {'passed' if v.get('passed') else 'NOT passed'} |"
         )
+    fp32 = [a["name"] for a in manifest["artifacts"] if compute_units_for(a) == "cpu_only"]
+    if fp32:
+        out += [
+            "",
+            "**On the GPU.** The fp32 packages here "
+            + ", ".join(f"`{name}`" for name in fp32)
+            + " were validated with fp32 accumulation. Under emulated fp16 accumulation (the "
+            "pessimistic case of `MLModelConfiguration.allowLowPrecisionAccumulationOnGPU = "
+            "true`, which FluidAudio sets for every model) the segmentation, FBank and PldaRho "
+            "models exceed their validated bounds; the fp16 variants and the embedding stay "
+            "within theirs (coreml-diarize's docs/validation.md). Run fp32 packages with that "
+            "flag off, or load them with `.cpuAndNeuralEngine` / `.cpuOnly`.",
+        ]
     return out
 
 

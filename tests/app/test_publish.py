@@ -304,6 +304,10 @@ def test_card_for_untrained_bundle(rich_bundle):
     assert "random-init:0" in body
     assert f"hf download {REPO} --local-dir" in body and "coreml-diarize verify" in body
     assert "MIT (pyannote/segmentation-3.0)" in body
+    # the GPU advice names the fp32 packages, not the fp16/8-bit ones
+    gpu = body.split("**On the GPU.**", 1)[1].split("\n", 1)[0]
+    assert f"`{SEG}`" in gpu and f"`{VARIANT}`" not in gpu
+    assert "allowLowPrecisionAccumulationOnGPU" in gpu
 
 
 def test_card_for_trained_bundle_with_mixed_licences(trained_bundle):
