@@ -78,7 +78,6 @@ def evaluate(
     from coreml_diarize.diarization.evaluate import (
         EvaluationOptions,
         EvaluationPlan,
-        evaluate_corpus,
         parse_variants,
     )
     from coreml_diarize.diarization.evaluate_report import (
@@ -86,6 +85,7 @@ def evaluate(
         build_report,
         write_report,
     )
+    from coreml_diarize.diarization.evaluate_run import evaluate_corpus
     from coreml_diarize.errors import DiarizeError
 
     if collar < 0:
