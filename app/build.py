@@ -89,7 +89,18 @@ def build_all(
 ) -> BuildSummary:
     """Every model of `profile` → its device variants (fp16, 8-bit in fp16) → validation of
     every package → golden I/O → bundle. Nothing is bundled unless every package passed."""
-    profile_specs(profile)  # an unknown profile fails before any work
+    specs = profile_specs(profile)  # an unknown profile fails before any work
+    if (
+        options is not None
+        and options.embedding_output == "l2"
+        and "plda-rho" in {s.key for s in specs}
+    ):
+        # PldaRho needs the raw vector: l2norm(l2norm(x) - mean1) != l2norm(x - mean1), and the
+        # norm is gone once normalised (docs/offline_contract.md, "Embedding scale")
+        raise DiarizeError(
+            f"--embedding-output l2 cannot be bundled with PldaRho ({profile} profile): pyannote's"
+            " PLDA needs the raw embedding, which a normalised one cannot give back"
+        )
     settings = BuildSettings(
         sources,
         options,

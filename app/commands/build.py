@@ -47,19 +47,11 @@ def build(
     import time
 
     from coreml_diarize.atomic import ensure_writable_dir
-    from coreml_diarize.errors import DiarizeError
     from coreml_diarize.mlpackage import package_size
     from coreml_diarize.specs import Options
 
-    from ..build import build_all, profile_specs
+    from ..build import build_all
 
-    if embedding_output == "l2" and "plda-rho" in {s.key for s in profile_specs(profile)}:
-        # PldaRho needs the raw vector: l2norm(l2norm(x) - mean1) != l2norm(x - mean1), and the
-        # norm is gone once normalised (docs/offline_contract.md, "Embedding scale")
-        raise DiarizeError(
-            f"--embedding-output l2 cannot be bundled with PldaRho ({profile} profile): pyannote's"
-            " PLDA needs the raw embedding, which a normalised one cannot give back"
-        )
     start = time.perf_counter()
     ensure_writable_dir(out_dir)
     summary = build_all(

@@ -152,3 +152,18 @@ def test_convert_cli_rejects_an_unknown_output(tmp_path):
         main, ["convert", "embedding", "--embedding-output", "unit", "--out", str(tmp_path)]
     )
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_the_library_build_refuses_l2_with_pldarho_too(tmp_path):
+    """The refusal lives in build_all, not only in the CLI: a library caller gets it as well."""
+    from coreml_diarize.app.build import build_all
+    from coreml_diarize.specs import Options
+
+    with pytest.raises(DiarizeError, match="PldaRho"):
+        build_all(
+            tmp_path,
+            sources={},
+            profile="offline",
+            options=Options(embedding_output="l2"),
+        )
+    assert not any(tmp_path.iterdir())
