@@ -278,6 +278,15 @@ class EvaluationWorker:
     def ready(self) -> bool:
         return True
 
+    def peak_memory_bytes(self) -> int:
+        """This process's peak resident set (getrusage(2): ru_maxrss, KiB on Linux, bytes on
+        macOS): what a Ray actor should declare as its `memory`."""
+        import resource
+        import sys
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(peak) * (1 if sys.platform == "darwin" else 1024)
+
     def _score(self, reference, hypothesis, item: CorpusFile, duration: float):
         from .compare import score
 

@@ -20,6 +20,7 @@ directory must be at the same path on every node (a shared file system).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -56,6 +57,20 @@ def _start_ray(address: str | None, workers: int) -> bool:
     return True
 
 
+def _peak_memory(actors: list[Any]) -> list[int]:
+    """Each live actor's peak RSS (dead ones are left out)."""
+    import ray
+    from ray.exceptions import RayActorError
+
+    peaks = []
+    for actor in actors:
+        try:
+            peaks.append(ray.get(actor.peak_memory_bytes.remote(), timeout=60))
+        except (RayActorError, ray.exceptions.GetTimeoutError):
+            continue
+    return peaks
+
+
 def ray_outcomes(
     plan: EvaluationPlan,
     jobs: list[Job],
@@ -65,10 +80,13 @@ def ray_outcomes(
     worker_memory_gb: float | None = None,
     max_restarts: int | None = None,
     on_submit: Callable[[Any, Job], None] | None = None,
+    stats: dict[str, Any] | None = None,
 ) -> Iterator[JobOutcome]:
     """Outcomes of `jobs` (already longest first) as the actors finish them.
 
     `on_submit(actor, job)` is called as each job is handed to an actor (tests kill one there).
+    `stats`, when given, receives Ray's start-up time and each live actor's peak memory
+    (bench_evaluate.py).
     """
     if not jobs:
         return
@@ -76,7 +94,10 @@ def ray_outcomes(
     from ray.exceptions import RayActorError, RayTaskError, WorkerCrashedError
 
     memory_gb = worker_memory_gb or DEFAULT_WORKER_MEMORY_GB
+    clock = time.perf_counter()
     started = _start_ray(address, workers)
+    if stats is not None:
+        stats["ray_init_s"] = time.perf_counter() - clock
     try:
         available = ray.available_resources().get("memory", 0.0)
         need = workers * memory_gb * 2**30
@@ -91,6 +112,7 @@ def ray_outcomes(
         count = min(workers, len(jobs))
         restarts_left = count if max_restarts is None else max_restarts
         idle = [actor_class.remote(plan) for _ in range(count)]
+        actors = list(idle)
         pending = list(jobs)
         running: dict[Any, tuple[Any, Job]] = {}
 
@@ -119,6 +141,7 @@ def ray_outcomes(
                 if restarts_left > 0 and pending:
                     restarts_left -= 1
                     actor = actor_class.remote(plan)
+                    actors.append(actor)
             except RayTaskError as exc:  # the worker's own code raised past its handler
                 cause = exc.cause if exc.cause is not None else exc
                 error = f"{type(cause).__name__}: {str(cause).strip().splitlines()[0]}"
@@ -138,6 +161,8 @@ def ray_outcomes(
                 None,
                 {v: failed_record(job.file.uri, error, variant=v) for v in job.variants},
             )
+        if stats is not None:
+            stats["worker_peak_rss_bytes"] = _peak_memory(actors)
     finally:
         if started:
             ray.shutdown()

@@ -88,8 +88,10 @@ def evaluate_corpus(
     worker_memory_gb: float | None = None,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
+    ray_stats: dict | None = None,
 ) -> EvaluationRun:
-    """Score what is left of `files` and store each result as its file finishes."""
+    """Score what is left of `files` and store each result as its file finishes
+    (`ray_stats`: see evaluate_ray.py `ray_outcomes`)."""
     from coreml_diarize.atomic import ensure_writable_dir
 
     if workers < 1:
@@ -109,7 +111,12 @@ def evaluate_corpus(
         from .evaluate_ray import ray_outcomes
 
         outcomes = ray_outcomes(
-            plan, jobs, workers=workers, address=address, worker_memory_gb=worker_memory_gb
+            plan,
+            jobs,
+            workers=workers,
+            address=address,
+            worker_memory_gb=worker_memory_gb,
+            stats=ray_stats,
         )
     for outcome in outcomes:
         store_outcome(store, outcome, run)

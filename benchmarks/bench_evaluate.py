@@ -1,0 +1,132 @@
+"""`evaluate` at scale on this machine: 1 vs 2 workers on one corpus, peak memory per worker,
+and what Ray costs against the plain serial loop on one file (JSON).
+
+    python benchmarks/bench_evaluate.py --models DIR [--corpus DIR | --count 4 --seconds 30]
+        [--step 2.5] [--variants fp32] [--out bench_evaluate.json]
+
+Every run scores the same files into its own fresh results folder (nothing is skipped):
+* `serial_one_file` / `ray_one_file`: the longest file alone, by the plain loop (`--workers 1`)
+  and by one Ray actor: the difference is Ray's overhead (start-up, actor start, transfers);
+* `serial_all` / `ray_2_workers`: the whole corpus, by the plain loop and by two actors; the
+  speed-up is their ratio (issue #23's goal: >= 1.7x on 2 cores);
+* `worker_peak_rss_bytes`: each actor's peak resident set (getrusage), what `--worker-memory`
+  should declare. Numbers of the serial and Ray runs are checked identical.
+Without `--corpus`, `--count` synthetic meetings are generated (training/meetings.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))  # training/ (the corpus)
+from common import emit  # noqa: E402
+
+
+def _run(files, plan, out: Path, workers: int, stats: dict | None = None) -> dict:
+    from coreml_diarize.diarization.evaluate_run import evaluate_corpus
+
+    start = time.perf_counter()
+    run = evaluate_corpus(files, plan, out, workers=workers, force=True, ray_stats=stats)
+    wall = time.perf_counter() - start
+    return {
+        "wall_s": wall,
+        "files": len(files),
+        "audio_s": sum(f.duration_s for f in files),
+        "scored": run.scored,
+        "failures": run.failures,
+    }
+
+
+def _numbers(out: Path) -> dict:
+    """Every stored result's scores and segments (the RTFs differ from run to run)."""
+    numbers = {}
+    for path in sorted((out / "results").glob("*/*.json")):
+        if path.stem == "key":
+            continue
+        record = json.loads(path.read_text())
+        record.pop("seconds", None)
+        record.pop("rtf", None)
+        for side in ("converted", "torch"):
+            if isinstance(record.get(side), dict):
+                record[side] = {
+                    k: v for k, v in record[side].items() if k not in ("seconds", "rtf")
+                }
+        numbers[f"{path.parent.name}/{path.stem}"] = record
+    return numbers
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--corpus", type=Path, default=None)
+    parser.add_argument("--count", type=int, default=4)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--step", type=float, default=None)
+    parser.add_argument("--pipeline", default="3.1")
+    parser.add_argument("--variants", default="fp32")
+    parser.add_argument("--backend", default="mil")
+    parser.add_argument("--worker-memory", type=float, default=2.0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
+
+    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.evaluate import (
+        EvaluationOptions,
+        EvaluationPlan,
+        parse_variants,
+    )
+
+    with tempfile.TemporaryDirectory(prefix="bench_evaluate.") as scratch:
+        scratch = Path(scratch)
+        corpus = args.corpus
+        if corpus is None:
+            from training.meetings import write_meetings
+
+            corpus = scratch / "corpus"
+            write_meetings(corpus, count=args.count, seconds=args.seconds, speakers=2)
+        files = load_corpus(corpus)
+        options = EvaluationOptions(
+            pipeline=args.pipeline,
+            variants=parse_variants(args.variants),
+            step_s=args.step,
+            backend=args.backend,
+        )
+        plan = EvaluationPlan.make(args.models, options)
+        longest = [max(files, key=lambda f: f.duration_s)]
+        result: dict = {
+            "machine": {"cpus": os.cpu_count()},
+            "corpus": {"files": len(files), "audio_s": sum(f.duration_s for f in files)},
+            "options": {"pipeline": args.pipeline, "variants": list(options.variants)}
+            | {"step_s": args.step, "backend": args.backend},
+        }
+        result["serial_one_file"] = _run(longest, plan, scratch / "s1", 1)
+        one: dict = {}
+        # workers=2 on one file starts one actor (no more actors than files): Ray's overhead
+        result["ray_one_file"] = _run(longest, plan, scratch / "r1", 2, one) | one
+        result["ray_overhead_s"] = (
+            result["ray_one_file"]["wall_s"] - result["serial_one_file"]["wall_s"]
+        )
+        result["serial_all"] = _run(files, plan, scratch / "s", 1)
+        two: dict = {}
+        result["ray_2_workers"] = _run(files, plan, scratch / "r2", 2, two) | two
+        result["speedup_2_workers"] = (
+            result["serial_all"]["wall_s"] / result["ray_2_workers"]["wall_s"]
+        )
+        result["worker_peak_rss_bytes"] = two.get("worker_peak_rss_bytes", [])
+        result["identical_numbers_serial_vs_ray"] = _numbers(scratch / "s") == _numbers(
+            scratch / "r2"
+        )
+    emit(result, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
