@@ -19,6 +19,7 @@ directory must be at the same path on every node (a shared file system).
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -47,6 +48,7 @@ def _start_ray(address: str | None, workers: int) -> bool:
             num_cpus=max(os.cpu_count() or 1, workers),
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,  # no INFO lines between the progress lines
             runtime_env=env,
         )
     else:

@@ -118,8 +118,11 @@ def evaluate_corpus(
             worker_memory_gb=worker_memory_gb,
             stats=ray_stats,
         )
-    for outcome in outcomes:
-        store_outcome(store, outcome, run)
-        meter.finished(by_uri.get(outcome.uri), outcome, len(run.failures))
+    try:
+        for outcome in outcomes:
+            store_outcome(store, outcome, run)
+            meter.finished(by_uri.get(outcome.uri), outcome, len(run.failures))
+    finally:  # Ctrl-C: what is stored stays; Ray (if this run started it) is shut down now
+        outcomes.close()
     run.seconds = time.perf_counter() - start
     return run
