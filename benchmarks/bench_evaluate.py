@@ -48,7 +48,7 @@ def _numbers(out: Path) -> dict:
     """Every stored result's scores and segments (the RTFs differ from run to run)."""
     numbers = {}
     for path in sorted((out / "results").glob("*/*.json")):
-        if path.stem == "key":
+        if path.name.startswith("."):  # the key's description
             continue
         record = json.loads(path.read_text())
         record.pop("seconds", None)

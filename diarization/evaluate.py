@@ -40,6 +40,8 @@ VARIANTS = ("fp32", "fp16", "palettize8")  # fp32: the plain packages; others: <
 # with no forgiveness collar and evaluating overlapped speech")
 DEFAULT_COLLAR = 0.0
 DEFAULT_SKIP_OVERLAP = False
+# what a results folder's key stands for; a dot file, so that no URI's `<uri>.json` is it
+KEY_FILE = ".key.json"
 RESULT_FORMAT = 1  # bumped when a result file's layout changes (part of every key)
 
 
@@ -165,7 +167,7 @@ class ResultStore:
         return self.out / "results" / key / f"{uri}.json"
 
     def describe_keys(self) -> None:
-        """`<key>/key.json`: what each key stands for, for a person browsing the folder."""
+        """`<key>/.key.json`: what each key stands for, for a person browsing the folder."""
         from coreml_diarize.atomic import atomic_path
 
         options = asdict(self.plan.options)
@@ -174,7 +176,7 @@ class ResultStore:
         }
         entries[self.plan.torch_key] = {"side": "torch"}
         for key, what in entries.items():
-            target = self.out / "results" / key / "key.json"
+            target = self.out / "results" / key / KEY_FILE
             if not target.is_file():
                 with atomic_path(target) as tmp:
                     tmp.write_text(json.dumps({**what, "options": options}, indent=2) + "\n")

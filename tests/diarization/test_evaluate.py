@@ -66,7 +66,11 @@ def _plan(models: Path):
 
 def _records(out: Path, key: str) -> dict[str, dict]:
     folder = out / "results" / key
-    return {p.stem: json.loads(p.read_text()) for p in folder.glob("*.json") if p.stem != "key"}
+    return {
+        p.stem: json.loads(p.read_text())
+        for p in folder.glob("*.json")
+        if not p.name.startswith(".")
+    }
 
 
 def test_bad_file_recorded_others_scored(serial_run, models):
