@@ -233,3 +233,25 @@ def test_ray_matches_serial_and_records_a_killed_worker(serial_run, models, corp
             assert ray_record[field] == serial[uri][field], (uri, field)
         assert ray_record["converted"]["segments"] == serial[uri]["converted"]["segments"]
         assert outcomes[uri].torch["segments"] == _records(out, plan.torch_key)[uri]["segments"]
+
+
+def test_interrupt_keeps_finished_results(models, corpus, tmp_path):
+    """Ctrl-C after the first file: its result is on disk, the next run plans only the rest."""
+    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.evaluate import ResultStore, plan_jobs
+    from coreml_diarize.diarization.evaluate_run import evaluate_corpus
+
+    plan = _plan(models)
+    files = [f for f in load_corpus(corpus) if f.uri.startswith("meeting")]
+
+    def interrupt(line: str) -> None:
+        if line.startswith("[1/2]"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_corpus(files, plan, tmp_path, progress=interrupt)
+    stored = _records(tmp_path, plan.keys["fp32"])
+    assert len(stored) == 1 and next(iter(stored.values()))["status"] == "ok"
+    (done,) = stored
+    left = plan_jobs(files, ResultStore(tmp_path, plan), force=False)
+    assert [j.file.uri for j in left] == [f.uri for f in files if f.uri != done]
