@@ -361,9 +361,10 @@ def _card_validation(manifest: dict) -> list[str]:
             + ", ".join(f"`{name}`" for name in fp32)
             + " were validated with fp32 accumulation. Under emulated fp16 accumulation (the "
             "pessimistic case of `MLModelConfiguration.allowLowPrecisionAccumulationOnGPU = "
-            "true`, which FluidAudio sets for every model) the segmentation, FBank and PldaRho "
-            "models exceed their validated bounds; the fp16 variants and the embedding stay "
-            "within theirs (coreml-diarize's docs/validation.md). Run fp32 packages with that "
+            "true`, which FluidAudio sets for every model) the offline Segmentation, FBank, PldaRho "
+            "and the post-embedding's distances exceed their validated bounds; the fp16 and "
+            "8-bit variants and the embeddings stay within theirs (coreml-diarize's "
+            "docs/validation.md). Run fp32 packages with that "
             "flag off, or load them with `.cpuAndNeuralEngine` / `.cpuOnly`.",
         ]
     return out
