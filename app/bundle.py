@@ -284,7 +284,7 @@ def make_bundle(
     exists (macOS); otherwise one notice and `"compiled": "not compiled (...)"` per entry.
     `ship`: which variant of each model takes its plain name (default: the fp32 reference)."""
     from .compile import NOTICE, compiled_entry, find_xcrun
-    from .golden import add_golden
+    from .golden_files import add_golden
 
     manifest = build_manifest([Path(p) for p in packages], allow_untrained=allow_untrained)
     directory = Path(out_dir) / name
@@ -358,7 +358,7 @@ def _manifest_problems(bundle: Path, manifest: dict) -> list[str]:
             elif file_sha256(path) != sha:
                 problems.append(f"{sidecar}: SHA-256 mismatch")
         if isinstance(entry.get("golden"), dict):
-            from .golden import verify_golden_entry
+            from .golden_files import verify_golden_entry
 
             problems += verify_golden_entry(bundle, entry)
         if isinstance(entry.get("compiled"), dict):

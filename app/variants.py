@@ -147,7 +147,7 @@ def ship_names(entries: list[dict], choice: ShipChoice) -> tuple[dict[str, str],
 def reship(root: Path, manifest: dict, choice: ShipChoice) -> dict:
     """Rename a bundle folder's packages (and their golden and compiled folders) so that the
     chosen variants have the plain names; returns the updated manifest (not written)."""
-    from .golden import HEADER, golden_stem
+    from .golden_files import HEADER, golden_stem
 
     root = Path(root)
     names, shipped = ship_names(manifest["artifacts"], choice)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from coreml_diarize.app.bundle import save_report
-from coreml_diarize.app.golden import Golden, write_golden
+from coreml_diarize.app.golden_files import Golden, write_golden
 from coreml_diarize.specs import Tolerance
 
 SPEC_FILE = Path("Data") / "com.apple.CoreML" / "model.mlmodel"

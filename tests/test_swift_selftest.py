@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreml_diarize.app.golden import Golden, write_golden
+from coreml_diarize.app.golden_files import Golden, write_golden
 from coreml_diarize.specs import Tolerance
 from coreml_diarize.validation.backends import COMPUTE_UNITS
 

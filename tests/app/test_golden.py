@@ -18,10 +18,9 @@ from coreml_diarize.app.golden import (
     GOLDEN_OFFSET_S,
     check_golden,
     golden_for_packages,
-    golden_problems,
-    read_golden,
     write_bundle_golden,
 )
+from coreml_diarize.app.golden_files import golden_problems, read_golden
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import file_sha256
 

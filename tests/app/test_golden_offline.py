@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from coreml_diarize.app.golden import check_golden, golden_for_packages, write_golden
+from coreml_diarize.app.golden import check_golden, golden_for_packages
+from coreml_diarize.app.golden_files import write_golden
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "segmentation-synthetic"
 

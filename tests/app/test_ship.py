@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from coreml_diarize.app.bundle import make_bundle, verify_bundle
 from coreml_diarize.app.cli import main
-from coreml_diarize.app.golden import read_golden
+from coreml_diarize.app.golden_files import read_golden
 from coreml_diarize.app.variants import ShipChoice, device_variant
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.models import all_specs, get_spec

@@ -1,5 +1,5 @@
 // Self-test of a coreml-diarize bundle: run each compiled model on its golden input
-// (golden/<stem>/, written by app/golden.py `write_golden`) and judge every output with the
+// (golden/<stem>/, written by app/golden_files.py `write_golden`) and judge every output with the
 // rules of the Python judge (validation/judge.py `judge_output`), so an app on a device reaches
 // the verdict `coreml-diarize verify --run-golden` reaches on a Mac.
 // Every check fails NaN and Inf (they are tested as `!(x <= bound)` and `isFinite`, never
