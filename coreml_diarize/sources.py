@@ -11,29 +11,24 @@ files at the source's root (a single-model repo such as pyannote/segmentation-3.
 checkpoint directory). The PLDA family is pyannote's `PLDA` object, loaded with pyannote's own
 `PLDA.from_pretrained` after the npz files are checked (`plda_sources.check_plda_files`).
 
-Loading a real checkpoint goes through pyannote's own `Model.from_pretrained`, after a safe
-pre-check: pyannote unpickles with `weights_only=False`, which can execute code, so a checkpoint
-must first load with torch's restricted unpickler (plus an allow-list of pyannote's plain data
-classes) unless the user explicitly trusts it.
+Checkpoints are loaded by `checkpoints.py` (a safe pre-check, then pyannote's own loader), hub
+files fetched by `hub_weights.py`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import io
 import json
-import os
-import pickle
 import re
-import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import plda_sources
+from .checkpoints import first_line, load_checkpoint, quiet_pyannote
 from .errors import SourceError
+from .hub_weights import hub_files
 from .mlpackage import file_sha256
 from .specs import WeightFamily
 
@@ -171,7 +166,7 @@ def load_weights(
     if spec.kind == "random":
         return _load_random(fam, spec.seed if spec.seed is not None else DEFAULT_SEED)
     if spec.kind == "hf":
-        paths, revision = _hub_files(spec, fam, cache_dir)
+        paths, revision = hub_files(spec.repo or "", spec.revision, fam, cache_dir)
         location = spec.repo or ""
     else:
         assert spec.path is not None
@@ -181,7 +176,7 @@ def load_weights(
         model, trained_on = fam.load_files(_common_folder(paths.values())), None
     else:
         (path,) = paths.values()
-        model, trained_on = _load_checkpoint(fam.name, path, trust_checkpoint)
+        model, trained_on = load_checkpoint(fam.name, fam.architecture, path, trust_checkpoint)
     files = {rel: file_sha256(path) for rel, path in paths.items()}
     prov = Provenance(
         fam.name,
@@ -278,7 +273,7 @@ def load_plda(directory: str | Path):
     try:
         plda = PLDA.from_pretrained(str(directory))
     except Exception as exc:  # e.g. a singular `tr`: numpy's LinAlgError inside vbx_setup
-        raise SourceError(f"cannot load PLDA from {directory}: {_first_line(str(exc))}") from exc
+        raise SourceError(f"cannot load PLDA from {directory}: {first_line(str(exc))}") from exc
     if plda is None:  # pragma: no cover - from_pretrained returns None only for hub misses
         raise SourceError(f"cannot load PLDA from {directory}")
     return plda
@@ -339,11 +334,6 @@ def build_architecture(family: str | WeightFamily):
     return fam.build()
 
 
-def quiet_pyannote() -> None:
-    """pyannote sends usage telemetry unless told not to; a converter must never phone home."""
-    os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
-
-
 def _load_random(fam: WeightFamily, seed: int) -> LoadedWeights:
     if fam.load_random is not None:
         model, note = fam.load_random(seed)
@@ -358,203 +348,6 @@ def _load_random(fam: WeightFamily, seed: int) -> LoadedWeights:
         note = calibrate(fam, model)
     prov = Provenance(fam.name, "random", f"random-init:{seed}", None, None, seed, False, note)
     return LoadedWeights(fam.name, model, prov)
-
-
-# --- checkpoints ---------------------------------------------------------------------------
-
-
-def _allowed_globals() -> list:
-    """pyannote's plain data classes that a genuine checkpoint pickles beside its tensors."""
-    from pyannote.audio.core.task import Problem, Resolution, Specifications
-
-    return [Specifications, Problem, Resolution]
-
-
-def _load_checkpoint(family: str, path: Path, trust: bool):
-    import torch
-
-    quiet_pyannote()
-    if not path.exists():
-        raise SourceError(f"checkpoint not found: {path}")
-    if not path.is_file():
-        raise SourceError(f"checkpoint is not a file: {path}")
-    if path.stat().st_size == 0:
-        raise SourceError(f"checkpoint is empty: {path}")
-    data = path.read_bytes()
-    if not zipfile.is_zipfile(io.BytesIO(data)) and not trust:
-        # torch.save has written zip archives since 1.6; anything else is a legacy pickle
-        raise SourceError(f"not a PyTorch checkpoint (not a torch.save archive): {path}")
-    try:
-        with torch.serialization.safe_globals(_allowed_globals()):
-            checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if not trust:
-            unsafe = _first_line(str(exc))
-            raise SourceError(
-                f"checkpoint {path} needs full unpickling, which can run arbitrary code "
-                f"({unsafe}); pass --trust-checkpoint only if you trust its origin"
-            ) from exc
-        checkpoint = None
-    except Exception as exc:
-        raise SourceError(
-            f"corrupt or truncated checkpoint {path}: {_first_line(str(exc))}"
-        ) from exc
-
-    trained_on = None
-    if checkpoint is not None:
-        _check_architecture(family, path, checkpoint)
-        trained_on = _fixture_note(checkpoint)
-    from pyannote.audio import Model
-
-    try:
-        model = Model.from_pretrained(io.BytesIO(data), strict=True)
-    except Exception as exc:
-        raise SourceError(f"cannot load checkpoint {path}: {_first_line(str(exc))}") from exc
-    expected = weight_family(family).architecture
-    if model is None or type(model).__name__ != expected:
-        got = type(model).__name__ if model is not None else "nothing"
-        raise SourceError(f"checkpoint {path} holds {got}, expected {expected}")
-    return model.eval(), trained_on
-
-
-def _check_architecture(family: str, path: Path, checkpoint: Any) -> None:
-    if (
-        not isinstance(checkpoint, dict)
-        or "pyannote.audio" not in checkpoint
-        or "state_dict" not in checkpoint
-    ):
-        raise SourceError(
-            f"not a pyannote.audio checkpoint (no pyannote.audio/state_dict entries): {path}"
-        )
-    try:
-        cls = checkpoint["pyannote.audio"]["architecture"]["class"]
-    except (KeyError, TypeError) as exc:
-        raise SourceError(f"pyannote checkpoint without architecture record: {path}") from exc
-    expected = weight_family(family).architecture
-    if cls != expected:
-        raise SourceError(f"checkpoint {path} holds {cls}, expected {expected} for {family}")
-
-
-def _fixture_note(checkpoint: dict) -> str | None:
-    """A test fixture's own record of its training data (training/train_segmentation.py)."""
-    note = checkpoint.get("coreml_diarize_fixture")
-    text = note.get("trained_on") if isinstance(note, dict) else None
-    return text if isinstance(text, str) and text else None
-
-
-def _first_line(text: str) -> str:
-    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
-    return line[:200]
-
-
-def save_pyannote_checkpoint(model, path: Path) -> Path:
-    """Write `model` in pyannote's own checkpoint format (what `Model.from_pretrained` reads).
-
-    This is what Lightning + pyannote's `on_save_checkpoint` put in a `pytorch_model.bin`, minus
-    trainer state: used to build local checkpoints and a fake hub cache in tests.
-    """
-    import pytorch_lightning as pl
-    import torch
-
-    checkpoint = {
-        "state_dict": model.state_dict(),
-        "hyper_parameters": dict(model.hparams),
-        "pytorch-lightning_version": pl.__version__,
-    }
-    try:
-        model.on_save_checkpoint(checkpoint)
-    except Exception:  # models without a task (WeSpeaker) have no specifications to record
-        from pyannote.audio import __version__
-        from pyannote.audio.core.task import Problem, Resolution, Specifications
-
-        checkpoint["pyannote.audio"] = {
-            "versions": {"pyannote.audio": __version__},
-            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
-            # what pyannote's own wespeaker/convert.py records (its duration: "whatever"):
-            # Model.from_pretrained refuses a checkpoint without specifications
-            "specifications": Specifications(
-                problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=5.0
-            ),
-        }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(checkpoint, path)
-    return path
-
-
-# --- hub -----------------------------------------------------------------------------------
-
-
-def _hub_files(
-    spec: SourceSpec, fam: WeightFamily, cache_dir: Path | None
-) -> tuple[dict[str, Path], str | None]:
-    """(path in the repo -> local cached file, commit) for the family's files: from the
-    repo's `<family>/` folder if its first file is there, else from the repo root. Every file
-    of a family comes from one folder and one commit (the first file's)."""
-    first, *rest = fam.files
-    path, revision, rel = _hub_file(spec, [f"{fam.name}/{first}", first], cache_dir)
-    pinned = dataclasses.replace(spec, revision=revision or spec.revision)
-    folder = rel[: -len(first)]
-    paths = {rel: path}
-    for name in rest:
-        paths[folder + name] = _hub_file(pinned, [folder + name], cache_dir)[0]
-    return paths, revision
-
-
-def _hub_file(
-    spec: SourceSpec, filenames: Sequence[str], cache_dir: Path | None
-) -> tuple[Path, str | None, str]:
-    """The first of `filenames` the repo has, through huggingface_hub (honouring
-    HF_HUB_OFFLINE, the cache and HF_TOKEN): (local path, commit, filename)."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in {"1", "true", "yes", "on"}
-    cache = cache_dir or os.environ.get("HF_HUB_CACHE") or None
-    token = os.environ.get("HF_TOKEN") or None
-    where = f"{spec.repo}" + (f"@{spec.revision}" if spec.revision else "")
-    wanted = filenames[0] + "".join(f" (or {name})" for name in filenames[1:])
-    not_cached = False
-    for filename in filenames:
-        try:
-            local = hf_hub_download(
-                repo_id=spec.repo,
-                filename=filename,
-                revision=spec.revision,
-                cache_dir=cache,
-                token=token,
-                local_files_only=offline,
-            )
-        except LocalEntryNotFoundError:  # not cached, hub unreachable: maybe the next is cached
-            not_cached = True
-            continue
-        except GatedRepoError as exc:
-            raise SourceError(
-                f"hub repo {where} is gated: accept its terms on the hub and set HF_TOKEN"
-            ) from exc
-        except (RepositoryNotFoundError, RevisionNotFoundError) as exc:
-            raise SourceError(f"hub repo {where} or its {wanted} was not found") from exc
-        except EntryNotFoundError:  # the hub says the repo has no such file
-            continue
-        except Exception as exc:  # network errors, bad tokens...: never print the token itself
-            raise SourceError(
-                f"cannot fetch {where} from the hub: {exc.__class__.__name__}"
-            ) from exc
-        path = Path(local)
-        match = re.search(r"snapshots/([0-9a-f]{40})/", path.as_posix())
-        return path, (match.group(1) if match else spec.revision), filename
-    if not_cached:
-        raise SourceError(
-            f"hub repo {where} is not in the local cache with {wanted}, and the hub cannot be"
-            " reached" + (" (HF_HUB_OFFLINE is set)" if offline else "")
-        )
-    raise SourceError(f"hub repo {where} has no {wanted}")
 
 
 # --- geometry ------------------------------------------------------------------------------

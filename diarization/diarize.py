@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from coreml_diarize.checkpoints import quiet_pyannote
 from coreml_diarize.errors import ArtifactError, AudioError, DiarizeError
-from coreml_diarize.sources import quiet_pyannote
 
 from . import community
 

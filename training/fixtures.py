@@ -13,7 +13,7 @@ FIXTURE_KEY = "coreml_diarize_fixture"  # provenance record inside the checkpoin
 
 
 def save_fixture(model: Any, path: Path, record: dict[str, Any]) -> Path:
-    """pyannote's checkpoint format (`sources.save_pyannote_checkpoint`), tensors in fp16, with
+    """pyannote's checkpoint format (`checkpoints.save_pyannote_checkpoint`), tensors in fp16, with
     the fixture's own record (`trained_on`, seed, steps, script) beside them.
 
     fp16 halves the file; pyannote's `load_state_dict` copies the tensors back into the fp32
@@ -21,11 +21,11 @@ def save_fixture(model: Any, path: Path, record: dict[str, Any]) -> Path:
     """
     import torch
 
-    from coreml_diarize.sources import _allowed_globals, save_pyannote_checkpoint
+    from coreml_diarize.checkpoints import allowed_globals, save_pyannote_checkpoint
 
     path.parent.mkdir(parents=True, exist_ok=True)
     save_pyannote_checkpoint(model, path)
-    with torch.serialization.safe_globals(_allowed_globals()):
+    with torch.serialization.safe_globals(allowed_globals()):
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     checkpoint["state_dict"] = {
         k: (v.half() if v.is_floating_point() else v).clone()

@@ -134,7 +134,7 @@ def pyannote_min_num_samples() -> tuple[int, int]:
         PyannoteAudioPretrainedSpeakerEmbedding,
     )
 
-    from coreml_diarize.sources import quiet_pyannote
+    from coreml_diarize.checkpoints import quiet_pyannote
 
     quiet_pyannote()
     with torch.random.fork_rng(devices=[]):

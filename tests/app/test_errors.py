@@ -59,7 +59,8 @@ def preprocessor_package(tmp_path_factory) -> Path:
 def bad_weights(tmp_path_factory, seg_weights) -> dict[str, Path]:
     import torch
 
-    from coreml_diarize.sources import build_architecture, save_pyannote_checkpoint
+    from coreml_diarize.checkpoints import save_pyannote_checkpoint
+    from coreml_diarize.sources import build_architecture
 
     root = tmp_path_factory.mktemp("badw")
     good = save_pyannote_checkpoint(seg_weights.model, root / "good.bin")

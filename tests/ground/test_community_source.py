@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 
+from coreml_diarize.checkpoints import save_pyannote_checkpoint
 from coreml_diarize.errors import SourceError
 from coreml_diarize.plda_sources import (
     CALIBRATION,
@@ -29,12 +30,7 @@ from coreml_diarize.plda_sources import (
     write_npz,
 )
 from coreml_diarize.record import PackageRecord
-from coreml_diarize.sources import (
-    PLDA_WEIGHTS,
-    build_architecture,
-    load_weights,
-    save_pyannote_checkpoint,
-)
+from coreml_diarize.sources import PLDA_WEIGHTS, build_architecture, load_weights
 
 REPO = "pyannote/speaker-diarization-community-1"
 COMMIT_A = "a1" * 20  # refs/main

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from coreml_diarize import signals
+from coreml_diarize.checkpoints import save_pyannote_checkpoint
 from coreml_diarize.errors import SourceError
-from coreml_diarize.sources import load_weights, parse_source, save_pyannote_checkpoint
+from coreml_diarize.sources import load_weights, parse_source
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

@@ -75,10 +75,10 @@ def test_fixture_is_small_and_plain_data(checkpoint: Path, max_bytes: int, scrip
     unpickler reads them), and the record of the script that trained them."""
     import torch
 
-    from coreml_diarize.sources import _allowed_globals
+    from coreml_diarize.checkpoints import allowed_globals
 
     assert checkpoint.stat().st_size <= max_bytes
-    with torch.serialization.safe_globals(_allowed_globals()):
+    with torch.serialization.safe_globals(allowed_globals()):
         ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
     assert {v.dtype for v in ckpt["state_dict"].values() if v.is_floating_point()} == {
         torch.float16
