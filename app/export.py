@@ -28,7 +28,7 @@ from coreml_diarize.atomic import atomic_path
 from coreml_diarize.errors import ArtifactError
 
 from .bundle import MANIFEST, safe_extract, verify_bundle
-from .fluidaudio import MODEL_SETS, REPO_FOLDER, ModelSetRule
+from .fluidaudio_contract import MODEL_SETS, REPO_FOLDER, ModelSetRule
 from .fluidaudio_psi import PSI_PROBES
 
 LAYOUTS = ("fluidaudio",)

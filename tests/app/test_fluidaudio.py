@@ -15,13 +15,8 @@ from fluidaudio_standins import edit_spec, make_bundles, uncompiled_copy
 
 from coreml_diarize.app.cli import main
 from coreml_diarize.app.export import export_fluidaudio
-from coreml_diarize.app.fluidaudio import (
-    MODEL_SETS,
-    OFFLINE_SET,
-    ONLINE_SET,
-    REPO_FOLDER,
-    check_fluidaudio,
-)
+from coreml_diarize.app.fluidaudio import check_fluidaudio
+from coreml_diarize.app.fluidaudio_contract import MODEL_SETS, OFFLINE_SET, ONLINE_SET, REPO_FOLDER
 from coreml_diarize.models import registry
 
 FLOAT16 = 65552  # FeatureTypes.proto ArrayFeatureType.FLOAT16
