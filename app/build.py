@@ -12,12 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from coreml_diarize.context import make_context
 from coreml_diarize.errors import DiarizeError
 from coreml_diarize.specs import ModelSpec, Options
 
 from .variants import ShipChoice
+
+if TYPE_CHECKING:  # the quantizer is imported where it runs (listing profiles stays cheap)
+    from coreml_diarize.quantize.mixed import MixedRecipe
 
 DEFAULT_PROFILE = "online"
 
@@ -45,6 +49,8 @@ class BuildSettings:
     cache_dir: Path | None = None
     profile: str = DEFAULT_PROFILE
     ship: ShipChoice | None = None  # which variant takes each plain name (app/variants.py)
+    # mixed recipe files (quantize/mixed.py), each applied to its model's fp32 package
+    recipes: tuple[MixedRecipe, ...] = ()
 
 
 def profiles() -> tuple[str, ...]:
@@ -86,10 +92,13 @@ def build_all(
     cache_dir: Path | None = None,
     progress: Callable[[str], None] = lambda _: None,
     ship: ShipChoice | None = None,
+    recipes: tuple[MixedRecipe, ...] = (),
 ) -> BuildSummary:
     """Every model of `profile` → its device variants (fp16, 8-bit in fp16) → validation of
-    every package → golden I/O → bundle. Nothing is bundled unless every package passed."""
+    every package → golden I/O → bundle. Nothing is bundled unless every package passed.
+    `recipes`: mixed recipes, each adding a `<stem>_mixed` variant of its model."""
     specs = profile_specs(profile)  # an unknown profile fails before any work
+    _check_recipes(recipes, specs, profile)
     if (
         options is not None
         and options.embedding_output == "l2"
@@ -111,6 +120,7 @@ def build_all(
         cache_dir,
         profile,
         ship,
+        tuple(recipes),
     )
     summary = BuildSummary()
     out_dir = Path(out_dir)
@@ -118,6 +128,22 @@ def build_all(
     _validate_all(settings, summary, contexts, progress)
     _bundle(out_dir, settings, summary, contexts, progress)
     return summary
+
+
+def _check_recipes(recipes, specs: list[ModelSpec], profile: str) -> None:
+    """Every recipe names a model of the profile, one recipe per model (both would be
+    `<stem>_mixed`): checked before any work."""
+    keys = [s.key for s in specs]
+    seen: set[str] = set()
+    for recipe in recipes:
+        if recipe.model not in keys:
+            raise DiarizeError(
+                f"--recipe: the recipe is for model {recipe.model!r}, which the {profile} profile "
+                f"does not build (models: {', '.join(keys)})"
+            )
+        if recipe.model in seen:
+            raise DiarizeError(f"--recipe: two recipes for {recipe.model}; give one per model")
+        seen.add(recipe.model)
 
 
 @contextlib.contextmanager
@@ -161,6 +187,14 @@ def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, 
             summary.packages.append(q.dst)
             contexts[q.dst.name] = ctx
             progress(f"quantized {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)")
+        for recipe in (r for r in settings.recipes if r.model == spec.key):
+            with _timed(summary, f"{recipe.config.name} {spec.key}"):
+                q = quantize_package(result.path, out_dir, recipe.config, search=recipe.search)
+            summary.packages.append(q.dst)
+            contexts[q.dst.name] = ctx
+            progress(
+                f"applied recipe {q.dst.name} ({q.size_after / 1e6:.2f} MB, {q.seconds:.1f} s)"
+            )
     return contexts
 
 

@@ -2,11 +2,14 @@
 
 Scoring the result is validation's job: `coreml_diarize.validation.quantize_report`."""
 
-from .apply import QuantizeResult, fp32_path_of, kmeans_1d, output_path, quantize_package
+from .apply import QuantizeResult, fp32_path_of, output_path, quantize_package
+from .kmeans import kmeans_1d
+from .mixed import MixedRecipe, SensitivityTable, search, search_recipe
 from .recipes import MODES, QuantizeConfig, load_recipe_file
 
 __all__ = [
     "MODES",
+    "MixedRecipe",
     "QuantizeConfig",
     "QuantizeResult",
     "fp32_path_of",
@@ -14,4 +17,7 @@ __all__ = [
     "load_recipe_file",
     "output_path",
     "quantize_package",
+    "search",
+    "search_recipe",
+    "SensitivityTable",
 ]

@@ -22,6 +22,7 @@ import collections
 import dataclasses
 import functools
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,8 @@ from coreml_diarize.mlpackage import (
 )
 from coreml_diarize.record import CONVERSION_DATE_KEY, PackageRecord, quantization_metadata
 
+from .kmeans import kmeans_1d, kmeans_lut  # noqa: F401  (kmeans_1d: re-exported, callers import it here)
+from .mixed_ops import check_mixed_names, lut_sources, mixed_model
 from .recipes import QuantizeConfig
 
 # Core ML specification version -> deployment target (the package's own minimum)
@@ -78,88 +81,6 @@ class QuantizeResult:
         }
 
 
-# --- k-means ---------------------------------------------------------------------------------
-
-
-def kmeans_1d(
-    values: np.ndarray, k: int, *, seed: int, max_iter: int = 300
-) -> tuple[np.ndarray, np.ndarray]:
-    """Scalar k-means: (k sorted centres, label per element), deterministic for a seed.
-
-    Weighted k-means++ seeding on the distinct values, then Lloyd iterations until the
-    assignment stops changing. In one dimension each cluster is an interval of the sorted
-    values, so an iteration is a `searchsorted` of k-1 boundaries plus prefix-sum lookups:
-    no threads, no summation-order effects, and ~50x faster than scikit-learn here. With
-    fewer than k distinct values, every value is its own centre (the rest of the table is 0,
-    as in coremltools).
-    """
-    flat = np.asarray(values, dtype=np.float64).reshape(-1)
-    uniq, inverse, counts = np.unique(flat, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    if uniq.size <= k:
-        return np.concatenate([uniq, np.zeros(k - uniq.size)]), inverse
-    weights = counts.astype(np.float64)
-    centers = np.unique(uniq[_kmeans_pp(uniq, weights, k, np.random.default_rng(seed))])
-    sum_w = np.concatenate([[0.0], np.cumsum(weights)])
-    sum_x = np.concatenate([[0.0], np.cumsum(weights * uniq)])
-    splits = None
-    for _ in range(max_iter):
-        bounds = (centers[1:] + centers[:-1]) / 2
-        # cluster j holds the values in (bounds[j-1], bounds[j]]
-        new_splits = np.searchsorted(uniq, bounds, side="right")
-        if splits is not None and np.array_equal(new_splits, splits):
-            break
-        splits = new_splits
-        edges = np.concatenate([[0], splits, [uniq.size]])
-        w = sum_w[edges[1:]] - sum_w[edges[:-1]]
-        x = sum_x[edges[1:]] - sum_x[edges[:-1]]
-        centers = np.sort(np.where(w > 0, x / np.where(w > 0, w, 1.0), centers))
-    labels = np.searchsorted((centers[1:] + centers[:-1]) / 2, uniq, side="left")
-    centers = np.concatenate([centers, np.zeros(k - centers.size)])
-    return centers, labels[inverse]
-
-
-def _kmeans_pp(x: np.ndarray, w: np.ndarray, k: int, rng: np.random.Generator) -> list[int]:
-    """k-means++ seeding on sorted values `x` with weights `w`: indices of the chosen centres.
-
-    Each new centre is drawn with probability proportional to w * d², d the distance to the
-    nearest centre so far. In 1-D a new centre only changes d² between its two neighbouring
-    centres, so the draw is two-level (pick a gap between centres by its total, then a value
-    inside it) and each step touches one gap, not all n values.
-    """
-    n = x.size
-    first = min(int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right")), n - 1)
-    chosen = [first]
-    d2 = (x - x[first]) ** 2
-    # gaps between consecutive centres, as half-open index ranges (centres excluded)
-    gaps = [(0, first), (first + 1, n)]
-    totals = [float(np.sum(w[s:e] * d2[s:e])) for s, e in gaps]
-    for _ in range(1, k):
-        cum = np.cumsum(totals)
-        if cum[-1] <= 0:
-            break  # every value is a centre already
-        r = rng.random() * cum[-1]
-        g = min(int(np.searchsorted(cum, r, side="right")), len(gaps) - 1)
-        s, e = gaps[g]
-        local = np.cumsum(w[s:e] * d2[s:e])
-        r -= cum[g] - totals[g]
-        j = s + min(int(np.searchsorted(local, r, side="right")), e - s - 1)
-        chosen.append(j)
-        d2[s:e] = np.minimum(d2[s:e], (x[s:e] - x[j]) ** 2)
-        gaps[g : g + 1] = [(s, j), (j + 1, e)]
-        totals[g : g + 1] = [
-            float(np.sum(w[s:j] * d2[s:j])),
-            float(np.sum(w[j + 1 : e] * d2[j + 1 : e])),
-        ]
-    return chosen
-
-
-def kmeans_lut(values: np.ndarray, *, nbits: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """coremltools `lut_function`: (LUT of 2**nbits entries in the weight's dtype, uint8 indices)."""
-    centers, labels = kmeans_1d(values, 1 << nbits, seed=seed)
-    return centers.astype(values.dtype), labels.astype(np.uint8)
-
-
 # --- reading the source ----------------------------------------------------------------------
 
 
@@ -172,6 +93,7 @@ class ProgramSummary:
     weight_names: tuple[str, ...]  # const ops holding float tensors
     weight_sizes: dict[str, int]
     weight_dtypes: dict[str, str]  # numpy dtype name per weight
+    weight_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     @property
     def compressed(self) -> int:
@@ -185,6 +107,7 @@ def summarize_program(program) -> ProgramSummary:
     dtypes: collections.Counter = collections.Counter()
     sizes: dict[str, int] = {}
     wdtypes: dict[str, str] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
     for op in iter_ops(program.functions["main"]):
         ops[op.op_type] += 1
         out = op.outputs[0] if op.outputs else None
@@ -195,6 +118,7 @@ def summarize_program(program) -> ProgramSummary:
             if isinstance(val, np.ndarray) and val.dtype.kind == "f":
                 sizes[op.name] = int(val.size)
                 wdtypes[op.name] = val.dtype.name
+                shapes[op.name] = tuple(int(d) for d in val.shape)
         elif not op.op_type.startswith("constexpr_") and types.is_tensor(out.sym_type):
             dtypes[types.builtin_to_string(out.dtype)] += 1
     return ProgramSummary(
@@ -203,6 +127,7 @@ def summarize_program(program) -> ProgramSummary:
         tuple(sorted(sizes)),
         sizes,
         wdtypes,
+        shapes,
     )
 
 
@@ -265,18 +190,12 @@ def _check_source(src: Path, config: QuantizeConfig, spec_version: int, summary:
         )
     unknown = [n for n in config.exclude or () if n not in summary.weight_sizes]
     if unknown:
-        # the largest tensors are the ones worth excluding: name those, not every epsilon
-        tensors = sorted(
-            (n for n, size in summary.weight_sizes.items() if size > 1),
-            key=lambda n: (-summary.weight_sizes[n], n),
-        )
-        shown = ", ".join(tensors[:12]) + (
-            f", +{len(tensors) - 12} more" if len(tensors) > 12 else ""
-        )
         raise DiarizeError(
             f"exclude: {src.name} has no weight named {', '.join(repr(n) for n in unknown)} "
-            f"(largest weights: {shown})"
+            f"(largest weights: {_largest_weights(summary)})"
         )
+    if config.mode == "mixed":
+        check_mixed_names(src, config, summary.weight_sizes, summary.weight_shapes)
     if config.family in ("palettize", "linear"):
         eligible = [
             n
@@ -290,12 +209,23 @@ def _check_source(src: Path, config: QuantizeConfig, spec_version: int, summary:
             )
 
 
+def _largest_weights(summary: ProgramSummary) -> str:
+    """The largest tensors are the ones a recipe names: list those, not every epsilon."""
+    tensors = sorted(
+        (n for n, size in summary.weight_sizes.items() if size > 1),
+        key=lambda n: (-summary.weight_sizes[n], n),
+    )
+    return ", ".join(tensors[:12]) + (f", +{len(tensors) - 12} more" if len(tensors) > 12 else "")
+
+
 # --- the operations --------------------------------------------------------------------------
 
 
 def _compressed_model(mlmodel, config: QuantizeConfig):
     import coremltools.optimize.coreml as cto
 
+    if config.mode == "mixed":
+        return mixed_model(mlmodel, config)
     skip = {name: None for name in config.exclude or ()}  # op_name_configs: None = leave alone
     if config.mode == "linear":
         op_config = cto.OpLinearQuantizerConfig(
@@ -432,8 +362,11 @@ def _recipe_metadata(
     return recipe
 
 
-def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeResult:
-    """Write `config` applied to the package `src` as a new package (see `output_path`)."""
+def quantize_package(
+    src: Path, out: Path, config: QuantizeConfig, *, search: Mapping[str, Any] | None = None
+) -> QuantizeResult:
+    """Write `config` applied to the package `src` as a new package (see `output_path`).
+    `search`: how a mixed recipe was found (quantize/mixed.py), recorded with the recipe."""
     start = time.perf_counter()
     src = check_package(Path(src))
     dst = output_path(src, out, config)
@@ -464,6 +397,8 @@ def quantize_package(src: Path, out: Path, config: QuantizeConfig) -> QuantizeRe
         precision = record.precision if record is not None else "fp32"
     recipe = _recipe_metadata(config, src, record, src_hash, size_before)
     recipe["exclude_from"] = exclude_from
+    if search:
+        recipe["search"] = dict(search)
     meta = new.user_defined_metadata
     meta.pop(CONVERSION_DATE_KEY, None)  # a timestamp would make equal inputs differ in bytes
     # the source's record is carried over; the quantization rewrites its own keys in place
@@ -513,4 +448,12 @@ def _checked_result(dst: Path, config: QuantizeConfig, summary: ProgramSummary) 
         raise ArtifactError(f"internal error: {dst.name} computes nothing in fp16")
     if config.family == "fp16":
         return sum(1 for d in summary.weight_dtypes.values() if d == "float16")
+    if config.mode == "mixed":
+        compressed = lut_sources(load_program(dst))
+        wanted = config.bits_by_name
+        if compressed != wanted:
+            raise ArtifactError(
+                f"internal error: {dst.name} holds look-up tables {compressed}, the recipe "
+                f"asked for {wanted}"
+            )
     return summary.compressed

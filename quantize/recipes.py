@@ -20,7 +20,7 @@ from typing import Any
 
 from coreml_diarize.errors import DiarizeError
 
-MODES = ("fp16", "fp16-selective", "palettize", "linear")
+MODES = ("fp16", "fp16-selective", "palettize", "linear", "mixed")
 GRANULARITIES = ("per_tensor", "per_grouped_channel")
 # what coremltools' palettizer accepts (OpPalettizerConfig._VALID_NBITS): 5 and 7 are not formats
 PALETTIZE_NBITS = (1, 2, 3, 4, 6, 8)
@@ -52,6 +52,11 @@ _APPLIES: dict[str, frozenset[str]] = {
         }
     ),
     "linear": frozenset({"nbits", "granularity", "weight_threshold", "exclude", "compute"}),
+    # a width per named weight (issue #24); every weight not named stays fp16, uncompressed,
+    # so there is no weight_threshold; `exclude` only keeps the fp32 path of fp16 programs
+    "mixed": frozenset(
+        {"bits", "granularity", "group_size", "seed", "kmeans", "exclude", "compute"}
+    ),
 }
 
 
@@ -68,6 +73,17 @@ def _int(name: str, value: Any, *, low: int) -> int:
     return value
 
 
+def _width(name: str, value: Any) -> int:
+    """A look-up table width: one of the palettizer's formats."""
+    width = _int(name, value, low=0)
+    if width not in PALETTIZE_NBITS:
+        raise _fail(
+            f"{name} {width} is not a palettization format (choose from "
+            f"{', '.join(map(str, PALETTIZE_NBITS))})"
+        )
+    return width
+
+
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise _fail(f"unknown {name} {value!r} (choose from {', '.join(choices)})")
@@ -80,7 +96,11 @@ class QuantizeConfig:
 
     mode: fp16 (weights and compute in fp16), fp16-selective (fp16 except numerically sensitive
         ops, see converters.convert.FP32_SENSITIVE_OPS), palettize (k-means look-up tables of
-        2**nbits entries), linear (int8 symmetric, one scale per output channel).
+        2**nbits entries), linear (int8 symmetric, one scale per output channel), mixed
+        (k-means look-up tables of a width per named weight: `bits`; quantize/mixed.py).
+    bits: mixed: weight constant name -> width (1, 2, 4, 6, 8; 3 on iOS18 packages); the
+        weights not named stay fp16 and uncompressed. Names are the source (fp32) package's
+        const names, the same names `exclude` takes.
     nbits: palettize: 1, 2, 3, 4, 6 or 8 (default 8); linear: 8 only.
     granularity: palettize: per_tensor (default) or per_grouped_channel (one LUT per
         `group_size` output channels; needs an iOS18 package); linear: per_channel only.
@@ -106,6 +126,7 @@ class QuantizeConfig:
     kmeans: str | None = None
     exclude: tuple[str, ...] | None = None
     compute: str | None = None
+    bits: tuple[tuple[str, int], ...] | None = None  # sorted (name, width) pairs: hashable
 
     def __post_init__(self) -> None:
         mode = _choice("mode", self.mode, MODES)
@@ -117,6 +138,8 @@ class QuantizeConfig:
             self._fill_palettize()
         elif mode == "linear":
             self._fill_linear()
+        elif mode == "mixed":
+            self._fill_mixed()
         else:
             self._fill_exclude()
 
@@ -144,13 +167,31 @@ class QuantizeConfig:
         self._set("exclude", tuple(sorted(set(exclude))))
 
     def _fill_palettize(self) -> None:
-        nbits = _int("nbits", DEFAULT_NBITS if self.nbits is None else self.nbits, low=0)
-        if nbits not in PALETTIZE_NBITS:
-            raise _fail(
-                f"nbits {nbits} is not a palettization format (choose from "
-                f"{', '.join(map(str, PALETTIZE_NBITS))})"
-            )
-        self._set("nbits", nbits)
+        self._set("nbits", _width("nbits", DEFAULT_NBITS if self.nbits is None else self.nbits))
+        self._fill_lut_settings()
+        self._fill_common()
+
+    def _fill_mixed(self) -> None:
+        bits = self.bits
+        if isinstance(bits, Mapping):
+            bits = tuple(bits.items())
+        if not bits:
+            raise _fail("mode mixed needs bits: a width per weight name (none given)")
+        if isinstance(bits, str) or not all(isinstance(p, tuple) and len(p) == 2 for p in bits):
+            raise _fail(f"bits must map weight names to widths, got {self.bits!r}")
+        names = [name for name, _ in bits]
+        if not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+            raise _fail(f"bits must map distinct weight names to widths, got {names!r}")
+        self._set("bits", tuple(sorted((n, _width(f"bits[{n}]", b)) for n, b in bits)))
+        self._fill_lut_settings()
+        # "applied in fp16 programs with fp16 tables" (issue #24): what the Neural Engine runs
+        if self.compute not in (None, "fp16"):
+            raise _fail(f"mode mixed computes in fp16 only, got compute {self.compute!r}")
+        self._set("compute", "fp16")
+        self._fill_exclude()
+
+    def _fill_lut_settings(self) -> None:
+        """granularity, group_size, seed and kmeans: what palettize and mixed share."""
         granularity = _choice("granularity", self.granularity or "per_tensor", GRANULARITIES)
         self._set("granularity", granularity)
         if granularity == "per_grouped_channel":
@@ -162,7 +203,6 @@ class QuantizeConfig:
         self._set("kmeans", _choice("kmeans", self.kmeans or "numpy", KMEANS_IMPLS))
         if self.kmeans == "coremltools" and self.seed != 0:
             raise _fail("kmeans coremltools cannot be seeded (coremltools fixes its seed at 0)")
-        self._fill_common()
 
     def _fill_linear(self) -> None:
         if self.nbits not in (None, 8):
@@ -176,7 +216,7 @@ class QuantizeConfig:
     # -- names ------------------------------------------------------------------------
     @property
     def family(self) -> str:
-        """The spec's tolerance family: fp16 | palettize | linear."""
+        """The spec's tolerance family: fp16 | palettize | linear | mixed."""
         return "fp16" if self.mode.startswith("fp16") else self.mode
 
     @property
@@ -185,12 +225,14 @@ class QuantizeConfig:
         family by stripping trailing digits, so it must end in nbits (no group suffix)."""
         if self.mode in ("palettize", "linear"):
             return f"{self.mode}{self.nbits}"
+        if self.mode == "mixed":
+            return "mixed"  # the widths are in the recorded recipe
         return "none"
 
     @property
     def name(self) -> str:
-        """The artifact tag: <stem>_<name>.mlpackage (palettize8, palettize4g16, linear8, fp16;
-        palettize8_fp32 for a compressed program that computes in fp32)."""
+        """The artifact tag: <stem>_<name>.mlpackage (palettize8, palettize4g16, linear8, fp16,
+        mixed; palettize8_fp32 for a compressed program that computes in fp32)."""
         if self.mode == "palettize" and self.granularity == "per_grouped_channel":
             tag = f"palettize{self.nbits}g{self.group_size}"
         else:
@@ -201,12 +243,20 @@ class QuantizeConfig:
     def computes_in_fp16(self) -> bool:
         return self.family == "fp16" or self.compute == "fp16"
 
+    @property
+    def bits_by_name(self) -> dict[str, int]:
+        """mixed: weight name -> width ({} for the other modes)."""
+        return dict(self.bits or ())
+
     def needs_ios18(self) -> str | None:
         """Why this recipe needs an iOS18 package, or None."""
         if self.granularity == "per_grouped_channel":
             return "per_grouped_channel palettization"
         if self.mode == "palettize" and self.nbits in IOS18_ONLY_NBITS:
             return f"{self.nbits}-bit palettization"
+        for name, width in self.bits or ():
+            if width in IOS18_ONLY_NBITS:
+                return f"{width}-bit palettization (bits[{name}])"
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -214,7 +264,9 @@ class QuantizeConfig:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is not None:
+            if f.name == "bits" and value is not None:
+                out[f.name] = dict(value)
+            elif value is not None:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -225,6 +277,9 @@ class QuantizeConfig:
         if not isinstance(data, Mapping):
             raise _fail(f"a recipe must be a mapping of settings, got {type(data).__name__}")
         known = [f.name for f in fields(cls)]
+        if data.get("mode") != "mixed":
+            # `bits: 4` in a palettize recipe is a misspelt nbits, not a mixed recipe's table
+            known.remove("bits")
         for key in data:
             if key not in known:
                 close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1)
@@ -235,6 +290,10 @@ class QuantizeConfig:
         kwargs = dict(data)
         if isinstance(kwargs.get("exclude"), list):
             kwargs["exclude"] = tuple(kwargs["exclude"])
+        if "bits" in kwargs and kwargs["bits"] is not None:
+            if not isinstance(kwargs["bits"], Mapping):
+                raise _fail(f"bits must map weight names to widths, got {kwargs['bits']!r}")
+            kwargs["bits"] = tuple(kwargs["bits"].items())
         return cls(**kwargs)
 
     @classmethod

@@ -31,6 +31,13 @@ from .convert import embedding_output_option
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
 @ship_option
 @embedding_output_option
+@click.option(
+    "--recipe",
+    "recipe_files",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Mixed recipe file (repeatable; it names its model): adds that model's mixed variant.",
+)
 def build(
     sources: dict[str, str],
     trust_checkpoint: bool,
@@ -42,17 +49,20 @@ def build(
     allow_untrained: bool,
     ship,
     embedding_output: str,
+    recipe_files: tuple[Path, ...],
 ) -> None:
     """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
     import time
 
     from coreml_diarize.atomic import ensure_writable_dir
     from coreml_diarize.mlpackage import package_size
+    from coreml_diarize.quantize.mixed import MixedRecipe
     from coreml_diarize.specs import Options
 
     from ..build import build_all
 
     start = time.perf_counter()
+    recipes = tuple(MixedRecipe.from_file(path) for path in recipe_files)  # bad files fail first
     ensure_writable_dir(out_dir)
     summary = build_all(
         out_dir,
@@ -66,6 +76,7 @@ def build(
         trust_checkpoint=trust_checkpoint,
         cache_dir=hf_cache,
         progress=lambda line: click.echo(line),
+        recipes=recipes,
     )
     click.echo(
         f"\n{len(summary.packages)} packages, all validated ({time.perf_counter() - start:.0f} s):"

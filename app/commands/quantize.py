@@ -13,7 +13,7 @@ from ..cli_options import backend_option, json_option, write_json
 
 @click.command()
 @click.argument("package_path", metavar="MODEL.mlpackage", type=click.Path(path_type=Path))
-@click.option("--mode", default=None, help="fp16 | fp16-selective | palettize | linear.")
+@click.option("--mode", default=None, help="fp16 | fp16-selective | palettize | linear | mixed.")
 @click.option("--nbits", type=int, default=None, help="palettize: 1,2,3,4,6,8 (default 8).")
 @click.option("--granularity", default=None, help="palettize: per_tensor | per_grouped_channel.")
 @click.option(
@@ -40,7 +40,26 @@ from ..cli_options import backend_option, json_option, write_json
     "config_file",
     type=click.Path(path_type=Path),
     default=None,
-    help="Recipe file (.yaml/.json); flags override its keys.",
+    help="Recipe file (.yaml/.json; or a mixed recipe file); flags override its keys.",
+)
+@click.option(
+    "--sensitivity",
+    "sensitivity_path",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="mixed: the package's sensitivity table (JSON) to search a recipe from.",
+)
+@click.option(
+    "--target-mb", type=float, default=None, help="mixed: the best model within this size."
+)
+@click.option(
+    "--max-loss", type=float, default=None, help="mixed: the smallest model within this loss."
+)
+@click.option(
+    "--recipe-out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="mixed: write the recipe file here (commit it: quantize/mixed_recipes/).",
 )
 @click.option(
     "--out",
@@ -60,6 +79,10 @@ def quantize(
     backend: str,
     exclude: tuple[str, ...],
     compress_all: bool,
+    sensitivity_path: Path | None,
+    target_mb: float | None,
+    max_loss: float | None,
+    recipe_out: Path | None,
     **settings,
 ) -> None:
     """Quantize a saved MODEL.mlpackage into a new package (the input is never modified)."""
@@ -74,10 +97,17 @@ def quantize(
         raise DiarizeError("--exclude and --compress-all contradict each other")
     if exclude or compress_all:
         recipe["exclude"] = list(exclude)
-    config = QuantizeConfig.from_mapping(recipe)
+    mixed = _mixed_recipe(
+        package_path, recipe, config_file, sensitivity_path, target_mb, max_loss, recipe_out
+    )
+    config = mixed.config if mixed is not None else QuantizeConfig.from_mapping(recipe)
     if with_report:
         resolve_backend(backend)  # a bad --backend fails before minutes of k-means
-    result = quantize_package(package_path, out, config)
+    provenance = dict(mixed.search or {}) if mixed is not None else None
+    result = quantize_package(package_path, out, config, search=provenance)
+    if mixed is not None and recipe_out is not None:
+        mixed.write(recipe_out)  # after the package: a recipe that could not be applied is not kept
+        click.echo(f"recipe: {recipe_out}")
     click.echo(
         f"{result.dst}  {result.size_before / 1e6:.2f} MB -> {result.size_after / 1e6:.2f} MB"
         f" ({result.ratio:.2f}x)  {config.name}  {result.seconds:.1f} s"
@@ -94,3 +124,51 @@ def quantize(
             f"{result.dst.name} fails its '{report.tolerance_family}' tolerances "
             f"({report.failures[0]}); the package is kept for inspection"
         )
+
+
+def _mixed_recipe(
+    package_path: Path,
+    recipe: dict,
+    config_file: Path | None,
+    sensitivity_path: Path | None,
+    target_mb: float | None,
+    max_loss: float | None,
+    recipe_out: Path | None,
+):
+    """The MixedRecipe to apply (searched from --sensitivity, or read from a mixed recipe
+    --config), or None for the other modes; misplaced mixed options are one-line errors."""
+    from coreml_diarize.quantize.mixed import (
+        MixedRecipe,
+        check_recipe_model,
+        is_mixed_recipe,
+        search_recipe,
+    )
+
+    searching = sensitivity_path is not None or target_mb is not None or max_loss is not None
+    if is_mixed_recipe(recipe):
+        if searching:
+            raise DiarizeError(
+                "--config gives a mixed recipe already; --sensitivity/--target-mb/--max-loss "
+                "search a new one: use one or the other"
+            )
+        mixed = MixedRecipe.from_mapping(recipe, origin=config_file.name)
+        check_recipe_model(mixed, package_path)
+        return mixed
+    if recipe.get("mode") != "mixed":
+        if searching or recipe_out is not None:
+            raise DiarizeError(
+                "--sensitivity, --target-mb, --max-loss and --recipe-out go with --mode mixed"
+            )
+        return None
+    if sensitivity_path is None:
+        raise DiarizeError(
+            "--mode mixed needs --sensitivity TABLE.json with --target-mb or --max-loss "
+            "(or --config RECIPE.json, a recipe searched before)"
+        )
+    if (target_mb is None) == (max_loss is None):
+        raise DiarizeError("--mode mixed searches with one limit: --target-mb or --max-loss")
+    settings = {k: v for k, v in recipe.items() if k != "mode"}
+    mixed, _ = search_recipe(
+        package_path, sensitivity_path, target_mb=target_mb, max_loss=max_loss, settings=settings
+    )
+    return mixed

@@ -84,7 +84,7 @@ def test_defaults_are_filled_and_recorded():
         ({"mode": "palettize", "nbits": True}, "nbits must be an integer"),
         (
             {"mode": "kmeans"},
-            "unknown mode 'kmeans' (choose from fp16, fp16-selective, palettize, linear)",
+            "unknown mode 'kmeans' (choose from fp16, fp16-selective, palettize, linear, mixed)",
         ),
         ({"nbits": 8}, "no mode given"),
         ({"mode": "fp16", "nbits": 8}, "nbits does not apply to mode fp16"),
