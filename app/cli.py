@@ -22,6 +22,7 @@ from .commands import (
     package,
     publish,
     quantize,
+    sensitivity,
     validate,
     verify,
 )
@@ -85,6 +86,7 @@ for command in (
     publish.publish,
     inspect.inspect,
     quantize.quantize,
+    sensitivity.sensitivity,
     diarize.diarize,
     compare.compare,
     evaluate.evaluate,
