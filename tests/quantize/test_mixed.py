@@ -423,3 +423,33 @@ def test_build_refuses_a_recipe_for_a_model_outside_the_profile(tmp_path):
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert len(lines) == 1 and "'offline-embedding', which the online profile" in lines[0]
     assert not any(out.glob("*.mlpackage"))
+
+
+def test_build_applies_a_recipe_to_its_models_package(
+    searched, seg_package, seg_ctx, tmp_path, monkeypatch
+):
+    """`build --recipe`'s wiring (app/build.py `_convert_all`): the recipe's variant joins the
+    model's packages, made from the package the build converted (the session's, stood in for
+    the conversion, which takes minutes), and is validated with the same context."""
+    import shutil
+
+    from coreml_diarize.app import build
+    from coreml_diarize.converters import convert
+
+    recipe_path, package = searched
+    recipe = MixedRecipe.from_file(recipe_path)
+
+    def converted(spec, ctx, out_dir):
+        target = Path(out_dir) / seg_package.name
+        shutil.copytree(seg_package, target)
+        return convert.ConversionResult(spec.key, target, "fp32", 0.0, package_size(target))
+
+    monkeypatch.setattr(convert, "convert_model", converted)
+    monkeypatch.setattr(build, "make_context", lambda spec, **_: seg_ctx)
+    monkeypatch.setattr(build, "profile_specs", lambda profile: [get_spec("segmentation")])
+    settings = build.BuildSettings(sources={}, quantize=False, recipes=(recipe,))
+    summary = build.BuildSummary()
+    contexts = build._convert_all(tmp_path, settings, summary, lambda line: None)
+    assert [p.name for p in summary.packages] == [seg_package.name, package.name]
+    assert tree_hash(summary.packages[1]) == tree_hash(package)  # the recipe, reproduced
+    assert contexts[package.name] is seg_ctx
