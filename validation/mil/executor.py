@@ -14,8 +14,10 @@ Guarantees:
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +90,22 @@ def _check_shape(path: Path, node: Node, name: str, spec: ValueType, value: np.n
             f"{path}: op {node.name!r} ({node.op_type}) produced {name} with shape "
             f"{tuple(value.shape)}, the program declares {declared}"
         )
+
+
+@dataclass(frozen=True)
+class OpTiming:
+    """Wall time of one op of one `MILExecutor.profile` run."""
+
+    name: str
+    op_type: str
+    dtype: str  # declared dtype of the first output (fp16 ops pay the rounding)
+    compute_s: float  # the op implementation
+    store_s: float  # rounding to the declared dtype + shape check
+
+    @classmethod
+    def of(cls, node: Node, compute_s: float, store_s: float) -> OpTiming:
+        dtype = node.outputs[0][1].dtype if node.outputs else ""
+        return cls(node.name, node.op_type, dtype, compute_s, store_s)
 
 
 class MILExecutor:
@@ -203,14 +221,27 @@ class MILExecutor:
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Run the program; returns every declared output by name, in its declared dtype."""
+        return self._execute(inputs, None)
+
+    def profile(self, inputs: Mapping[str, Any]) -> tuple[dict[str, np.ndarray], list[OpTiming]]:
+        """`predict`, plus the wall time of every op in program order (its implementation
+        and the rounding/shape check of its outputs, timed apart)."""
+        timings: list[OpTiming] = []
+        return self._execute(inputs, timings), timings
+
+    def _execute(
+        self, inputs: Mapping[str, Any], timings: list[OpTiming] | None
+    ) -> dict[str, np.ndarray]:
         values: dict[str, Any] = dict(self._consts)
         self._bind_inputs(inputs, values)
+        clock = time.perf_counter
         for (node, fn), dead in zip(self._steps, self._free_after, strict=False):
-            self._store(
-                node,
-                self._run(node, fn, OpCall(node, values, self._const_names, self._cache)),
-                values,
-            )
+            start = clock()
+            result = self._run(node, fn, OpCall(node, values, self._const_names, self._cache))
+            computed = clock()
+            self._store(node, result, values)
+            if timings is not None:
+                timings.append(OpTiming.of(node, computed - start, clock() - computed))
             for name in dead:
                 values.pop(name, None)
         result: dict[str, np.ndarray] = {}

@@ -114,6 +114,14 @@ def cast_array(arr: Any, dtype: Any) -> np.ndarray:
     return arr.astype(dtype)
 
 
+def half_tensor(x: np.ndarray) -> torch.Tensor:
+    """A torch.float16 view of an fp16 numpy array (a copy when numpy's flags forbid a view:
+    read-only or broadcast arrays, negative strides)."""
+    if not x.flags.writeable or any(s < 0 for s in x.strides):
+        x = np.array(x)
+    return torch.from_numpy(x)
+
+
 def widen(x: Any) -> np.ndarray:
     """fp16 -> fp32 for computing inside an op; other dtypes pass through."""
     x = np.asarray(x)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .opcall import OpCall, OpFn
+from .opcall import OpCall, OpFn, half_tensor
 from .ops_linear import to_torch
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -173,7 +173,10 @@ def _window_pads(
 
 
 def _max_pool(c: OpCall) -> np.ndarray:
-    x = to_torch(c["x"])
+    x = np.asarray(c["x"])
+    # A window's maximum is one of its fp16 values: pooling fp16 directly gives what the
+    # widened pooling rounds to, without the two conversions.
+    x = half_tensor(x) if x.dtype == np.float16 else to_torch(x)
     nsp = x.dim() - 2
     kernel, strides, pads, outs = _pool_geometry(c, x)
     full = _window_pads(list(x.shape[2:]), kernel, strides, pads, outs)

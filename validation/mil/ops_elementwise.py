@@ -3,6 +3,17 @@
 Precision model: fp16 operands are widened to fp32 for the computation and the executor
 rounds every op output to its declared dtype, so an fp16 program rounds once per op, as a
 fused Core ML kernel would (iOS15/elementwise_unary.py, activation.py, elementwise_binary.py).
+
+Fast paths (fp16 operands only; the result is the same fp16 value, docs/mil_ops.md "Speed"):
+numpy's float16 loops are scalar code, ~20x slower than torch's vectorised ones. Where the
+exact result of the op is an fp16 value (abs, relu's selection, leaky_relu's selection of x
+or x * alpha, both fp16, whose product is exact in fp32), or where the op is +, -, * or /
+(whose fp32 result rounded to fp16 is the correctly rounded fp16 result: double rounding is
+innocuous when the wider format has >= 2p + 2 bits, 24 >= 2 * 11 + 2; S. A. Figueroa, "When
+is double rounding innocuous?", SIGNUM Newsletter 30(3), 1995), torch computes the op on
+float16 tensors and gives the value the widened computation gives. Transcendental ops keep
+numpy's fp32 functions: another library's exp/tanh may differ by an fp32 ulp, which can move
+the fp16 rounding. The pre-fast-path implementations are kept in ops_reference.py.
 """
 
 from __future__ import annotations
@@ -10,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .opcall import OpCall, OpFn, cast_array
+from .opcall import OpCall, OpFn, cast_array, half_tensor
 from .opcall import widen as _up
 
 
@@ -35,12 +46,30 @@ def _softplus(x: np.ndarray) -> np.ndarray:
     return np.logaddexp(0.0, x).astype(x.dtype)
 
 
-def _unary(fn) -> OpFn:  # type: ignore[no-untyped-def]
+def _unary(fn, on_half=None) -> OpFn:  # type: ignore[no-untyped-def]
+    """`fn` on the widened operand; `on_half(torch float16 tensor)` instead for an fp16
+    operand when given (an op whose exact result is an fp16 value, module docstring)."""
+
     def run(c: OpCall) -> np.ndarray:
+        x = np.asarray(c["x"])
+        if on_half is not None and x.dtype == np.float16:
+            return on_half(half_tensor(x)).numpy()
         with np.errstate(all="ignore"):
-            return fn(_up(c["x"]))
+            return fn(_up(x))
 
     return run
+
+
+def _relu(x: np.ndarray) -> np.ndarray:
+    # maximum(x, 0) keeps x's dtype (a Python 0 is weakly typed, NEP 50): no copy after.
+    return np.maximum(x, 0)
+
+
+def _relu_half(t: torch.Tensor) -> torch.Tensor:
+    # torch.relu keeps -0 where numpy's maximum(x, 0) gives +0: adding +0 turns -0 into +0
+    # and leaves every other value (NaN included) as it is. (torch.where(t <= 0, 0, t) is
+    # the same values, but torch has no vectorised float16 `where`: 80x slower.)
+    return torch.relu(t).add_(0.0)
 
 
 def _with_eps(fn, default: float) -> OpFn:  # type: ignore[no-untyped-def]
@@ -98,7 +127,14 @@ def _scalar_param(c: OpCall, name: str, x: np.ndarray) -> np.ndarray:
 
 
 def _leaky_relu(c: OpCall) -> np.ndarray:
-    x = _up(c["x"])
+    x, alpha = np.asarray(c["x"]), np.asarray(c["alpha"])
+    if x.dtype == np.float16 and alpha.dtype == np.float16 and not np.signbit(alpha):
+        # alpha * x of two fp16 values is exact in fp32: its fp16 rounding is the value the
+        # widened computation rounds to, whatever precision torch multiplies in. torch tests
+        # x > 0 where MIL says x >= 0: they part only at x = -0, where alpha * x is -0 too
+        # unless alpha has its sign bit set (then the widened path below).
+        return torch.nn.functional.leaky_relu(half_tensor(x), float(alpha)).numpy()
+    x = _up(x)
     a = _scalar_param(c, "alpha", x)
     return np.where(x >= 0, x, a * x)
 
@@ -147,10 +183,16 @@ def _clip(c: OpCall) -> np.ndarray:
     return np.minimum(np.maximum(x, _scalar_param(c, "alpha", x)), _scalar_param(c, "beta", x))
 
 
-def _binary(fn) -> OpFn:  # type: ignore[no-untyped-def]
+def _binary(fn, on_half=None) -> OpFn:  # type: ignore[no-untyped-def]
+    """`fn(x, y)` in numpy; `on_half` (a torch op) when both operands are fp16: +, -, *, /
+    correctly rounded to fp16 (module docstring), as numpy's scalar float16 loops give."""
+
     def run(c: OpCall) -> np.ndarray:
+        x, y = np.asarray(c["x"]), np.asarray(c["y"])
+        if on_half is not None and x.dtype == np.float16 and y.dtype == np.float16:
+            return on_half(half_tensor(x), half_tensor(y)).numpy()
         with np.errstate(all="ignore"):
-            return fn(np.asarray(c["x"]), np.asarray(c["y"]))
+            return fn(x, y)
 
     return run
 
@@ -222,7 +264,7 @@ def _identity(c: OpCall) -> np.ndarray:
 
 ELEMENTWISE_OPS: dict[str, OpFn] = {
     # unary math
-    "abs": _unary(np.abs),
+    "abs": _unary(np.abs, torch.abs),
     "acos": _unary(np.arccos),
     "asin": _unary(np.arcsin),
     "atan": _unary(np.arctan),
@@ -247,7 +289,7 @@ ELEMENTWISE_OPS: dict[str, OpFn] = {
     "inverse": _with_eps(lambda v: 1.0 / v, 1e-4),
     "identity": _identity,
     # activations
-    "relu": _unary(lambda x: np.maximum(x, 0).astype(x.dtype)),
+    "relu": _unary(_relu, _relu_half),
     "relu6": _unary(lambda x: np.clip(x, 0, 6).astype(x.dtype)),
     "sigmoid": _unary(_sigmoid),
     "silu": _unary(lambda x: x * _sigmoid(x)),
@@ -266,10 +308,10 @@ ELEMENTWISE_OPS: dict[str, OpFn] = {
     "thresholded_relu": _thresholded_relu,
     "clip": _clip,
     # binary arithmetic (numpy broadcasting = MIL broadcasting)
-    "add": _binary(np.add),
-    "sub": _binary(np.subtract),
-    "mul": _binary(np.multiply),
-    "real_div": _binary(_real_div),
+    "add": _binary(np.add, torch.add),
+    "sub": _binary(np.subtract, torch.sub),
+    "mul": _binary(np.multiply, torch.mul),
+    "real_div": _binary(_real_div, torch.div),
     "floor_div": _binary(_floor_div),
     "mod": _binary(_mod),
     "pow": _binary(_pow),
