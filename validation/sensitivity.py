@@ -24,6 +24,7 @@ same values); tests/validation/test_sensitivity.py checks it against a package t
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -165,6 +166,27 @@ class SensitivityTable:
 
     def most_sensitive(self, width: int, n: int = 10) -> list[LayerSensitivity]:
         return sorted(self.layers, key=lambda x: (-x.loss.get(width, 0.0), x.name))[:n]
+
+    def merged(self, other: SensitivityTable) -> SensitivityTable:
+        """One table from two measurements of other widths on the same package, granularity
+        and calibration (the fp16 baseline is deterministic, so it must agree exactly)."""
+        same = ("model", "package_tree_sha256", "granularity", "group_size", "metric")
+        differ = [k for k in same if getattr(self, k) != getattr(other, k)]
+        if self.calibration != other.calibration or self.baseline_loss != other.baseline_loss:
+            differ.append("calibration")
+        if differ or [x.name for x in self.layers] != [x.name for x in other.layers]:
+            raise DiarizeError(f"cannot merge sensitivity tables: {', '.join(differ) or 'layers'}")
+        widths = sorted(set(self.widths) | set(other.widths), reverse=True)
+        layers = [
+            dataclasses.replace(a, loss={**a.loss, **b.loss}, metrics={**a.metrics, **b.metrics})
+            for a, b in zip(self.layers, other.layers, strict=True)
+        ]
+        for layer in layers:
+            layer.loss = {w: layer.loss[w] for w in widths}
+            layer.metrics = {w: layer.metrics[w] for w in widths}
+        return dataclasses.replace(
+            self, widths=widths, layers=layers, seconds=round(self.seconds + other.seconds, 1)
+        )
 
 
 # --- damage -----------------------------------------------------------------------------------
@@ -490,10 +512,11 @@ def plot_table(table: SensitivityTable, path: Path) -> None:
     ax.set_yscale("log")
     ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
     ax.set_ylabel(f"{table.metric} above fp16 (baseline {table.baseline_loss:.2g})")
+    grouping = f", {table.group_size} channels per LUT" if table.group_size else ""
     ax.set_title(
-        f"{table.package}: one layer palettized ({table.granularity}"
-        + (f", {table.group_size} channels per LUT" if table.group_size else "")
-        + f"), {table.calibration.get('items')} calibration items"
+        f"{table.package}: one layer palettized ({table.granularity}{grouping})\n"
+        f"{table.calibration.get('items')} calibration items, {table.metric} vs fp32",
+        fontsize=9,
     )
     ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
