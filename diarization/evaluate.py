@@ -25,7 +25,7 @@ import json
 import time
 import traceback
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -110,14 +110,18 @@ class EvaluationPlan:
     bundles: dict[str, str]  # variant -> bundle hash
     keys: dict[str, str]  # variant -> result key
     torch_key: str
+    # variant -> the package files it runs; a variant swaps only the models that have it
+    # (e.g. community-1's fp16: Segmentation_fp16, Embedding_fp16, and the fp32-only FBank,
+    # PldaRho), which the report says
+    packages: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
     def make(cls, models_dir: Path | str, options: EvaluationOptions) -> EvaluationPlan:
         models_dir = Path(models_dir)
         recipe = pipeline_recipe(options.pipeline)
-        bundles = {
-            v: bundle_hash(variant_paths(models_dir, v, recipe.chain)) for v in options.variants
-        }
+        chains = {v: variant_paths(models_dir, v, recipe.chain) for v in options.variants}
+        bundles = {v: bundle_hash(paths) for v, paths in chains.items()}
+        packages = {v: sorted(p.name for p in paths.paths.values()) for v, paths in chains.items()}
         # the PyTorch side is rebuilt from the fp32 packages' provenance (same weights)
         fp32 = bundles.get("fp32") or bundle_hash(variant_paths(models_dir, "fp32", recipe.chain))
         shared = {
@@ -133,7 +137,7 @@ class EvaluationPlan:
         torch_key = _key(
             {"side": "torch", "pipeline": recipe.name, "bundle": fp32, "step_s": options.step_s}
         )
-        return cls(models_dir, options, bundles, keys, torch_key)
+        return cls(models_dir, options, bundles, keys, torch_key, packages)
 
 
 # --- the stored results ---------------------------------------------------------------------
@@ -243,17 +247,16 @@ def plan_jobs(files: list[CorpusFile], store: ResultStore, force: bool) -> list[
 class EvaluationWorker:
     """Loads every variant's chain and both pipelines once, then scores file after file.
 
-    Used as is by the serial loop and as a Ray actor (evaluate_ray.py). Torch runs on
-    `torch_threads` threads: one per worker, so that N workers on N cores do not spin on each
-    other, and so that a serial run and a Ray run compute the very same numbers."""
+    Used as is by the serial loop and as a Ray actor (evaluate_ray.py). Torch and the BLAS
+    under numpy (the MIL executor's matmuls) run on `torch_threads` threads (`pin_threads`):
+    one per worker, so that N workers on N cores do not spin on each other, and so that a
+    serial run and a Ray run compute the very same numbers."""
 
     def __init__(self, plan: EvaluationPlan, torch_threads: int = 1) -> None:
-        import torch
-
         from .compare import torch_models_for
         from .diarize import ChainModels, converted_pipeline, make_pipeline
 
-        torch.set_num_threads(torch_threads)
+        self._blas_limits = pin_threads(torch_threads)
         options = plan.options
         self.plan = plan
         self.recipe = pipeline_recipe(options.pipeline)
@@ -279,6 +282,17 @@ class EvaluationWorker:
 
     def ready(self) -> bool:
         return True
+
+    def cpu_settings(self) -> dict[str, Any]:
+        """This process's niceness and thread pools: torch's and each BLAS/OpenMP library's
+        (threadpoolctl's `internal_api` name -> threads). bench_evaluate.py records them."""
+        import os
+
+        import torch
+        from threadpoolctl import threadpool_info
+
+        pools = {p["internal_api"]: p["num_threads"] for p in threadpool_info()}
+        return {"nice": os.nice(0), "threads": {"torch": torch.get_num_threads(), **pools}}
 
     def peak_memory_bytes(self) -> int:
         """This process's peak resident set (getrusage(2): ru_maxrss, KiB on Linux, bytes on
@@ -357,6 +371,7 @@ class EvaluationWorker:
                     "variant": variant,
                     "pipeline": self.recipe.name,
                     "bundle": self.plan.bundles[variant],
+                    "packages": self.plan.packages.get(variant, []),
                     "duration_s": duration,
                     "converted": {
                         "seconds": result.seconds,
@@ -396,16 +411,35 @@ def _one_line(exc: BaseException) -> str:
 # --- running ---------------------------------------------------------------------------------
 
 
+def pin_threads(threads: int):
+    """Torch's intra-op pool and every BLAS/OpenMP pool threadpoolctl finds (OpenBLAS under
+    numpy) limited to `threads` for the rest of this process; returns threadpoolctl's limiter
+    (its `restore_original_limits()` undoes the BLAS part).
+
+    Why BLAS too: Ray sets OMP_NUM_THREADS for an actor only once the worker process runs it
+    (ray/_private/utils.py `set_omp_num_threads_if_unset`), after the worker has imported
+    numpy, so OpenBLAS has already sized its pool to every core; two actors on two cores then
+    run four BLAS threads."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(threads)
+    return threadpool_limits(limits=threads)
+
+
 def serial_outcomes(plan: EvaluationPlan, jobs: list[Job]) -> Iterator[JobOutcome]:
-    """The plain loop (`--workers 1`): one worker in this process, no Ray."""
+    """The plain loop (`--workers 1`): one worker in this process, no Ray. The worker pins
+    this process's thread pools (`pin_threads`): they are put back when the loop ends."""
     if not jobs:
         return
     import torch
+    from threadpoolctl import threadpool_limits
 
-    threads = torch.get_num_threads()  # the worker pins torch to one thread: put it back after
+    threads = torch.get_num_threads()
     try:
-        worker = EvaluationWorker(plan)
-        for job in jobs:
-            yield worker.run(job)
+        with threadpool_limits(limits=None):  # restores the BLAS pools' sizes on exit
+            worker = EvaluationWorker(plan)
+            for job in jobs:
+                yield worker.run(job)
     finally:
         torch.set_num_threads(threads)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from coreml_diarize.errors import DiarizeError
@@ -30,6 +30,11 @@ from coreml_diarize.errors import DiarizeError
 from .evaluate import EvaluationPlan, EvaluationWorker, Job, JobOutcome, failed_record
 
 DEFAULT_WORKER_MEMORY_GB = 2.0  # bench_evaluate.py: peak RSS of one worker, rounded up
+# ray.wait without a timeout blocks inside Ray's core worker, where Python cannot run its
+# SIGINT handler: Ctrl-C went unnoticed until a file finished (minutes). Python runs signal
+# handlers in the main thread between bytecodes (docs.python.org, signal: "Execution of
+# Python signal handlers"), so the driver waits in slices of this many seconds.
+WAIT_POLL_S = 0.5
 
 
 def _start_ray(address: str | None, workers: int) -> bool:
@@ -44,6 +49,13 @@ def _start_ray(address: str | None, workers: int) -> bool:
         }
     }
     if address is None:
+        # Ray starts worker processes at nice 15 (ray_config_def.h `worker_niceness`: "so
+        # that the OS prioritizes CPU for other processes over worker"): on a machine shared
+        # with other work, the actors would get less CPU than the serial loop, which runs at
+        # the command's own priority. The local instance's actors run at that priority too
+        # (RAY_worker_niceness=0, as Ray's job manager sets for its supervisor actor:
+        # dashboard/modules/job/job_manager.py). A cluster keeps its own setting.
+        env["env_vars"]["RAY_worker_niceness"] = "0"
         ray.init(
             num_cpus=max(os.cpu_count() or 1, workers),
             include_dashboard=False,
@@ -59,18 +71,26 @@ def _start_ray(address: str | None, workers: int) -> bool:
     return True
 
 
-def _peak_memory(actors: list[Any]) -> list[int]:
-    """Each live actor's peak RSS (dead ones are left out)."""
+def _ask_live(actors: list[Any], method: str) -> list[Any]:
+    """`method()` of each live actor (dead ones are left out)."""
     import ray
     from ray.exceptions import RayActorError
 
-    peaks = []
+    answers = []
     for actor in actors:
         try:
-            peaks.append(ray.get(actor.peak_memory_bytes.remote(), timeout=60))
+            answers.append(ray.get(getattr(actor, method).remote(), timeout=60))
         except (RayActorError, ray.exceptions.GetTimeoutError):
             continue
-    return peaks
+    return answers
+
+
+def _first_and_last_line(exc: BaseException) -> str:
+    """Ray's actor errors: what happened on the first line, the cause (e.g. the exception its
+    constructor raised, after the remote traceback) on the last."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    text = f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    return f"{text} ... {lines[-1]}" if len(lines) > 1 else text
 
 
 def ray_outcomes(
@@ -81,14 +101,13 @@ def ray_outcomes(
     address: str | None = None,
     worker_memory_gb: float | None = None,
     max_restarts: int | None = None,
-    on_submit: Callable[[Any, Job], None] | None = None,
     stats: dict[str, Any] | None = None,
 ) -> Iterator[JobOutcome]:
     """Outcomes of `jobs` (already longest first) as the actors finish them.
 
-    `on_submit(actor, job)` is called as each job is handed to an actor (tests kill one there).
-    `stats`, when given, receives Ray's start-up time and each live actor's peak memory
-    (bench_evaluate.py).
+    `stats`, when given, receives Ray's start-up time, the time until every actor has loaded
+    its chains and pipelines (then waited for before the first job is sent), and each live
+    actor's peak memory, niceness and thread pools (bench_evaluate.py).
     """
     if not jobs:
         return
@@ -115,25 +134,28 @@ def ray_outcomes(
         restarts_left = count if max_restarts is None else max_restarts
         idle = [actor_class.remote(plan) for _ in range(count)]
         actors = list(idle)
+        if stats is not None:
+            ray.get([actor.ready.remote() for actor in idle])
+            stats["actors_ready_s"] = time.perf_counter() - clock
         pending = list(jobs)
         running: dict[Any, tuple[Any, Job]] = {}
 
         def submit(actor) -> None:
             job = pending.pop(0)
             running[actor.run.remote(job)] = (actor, job)
-            if on_submit is not None:
-                on_submit(actor, job)
 
         while idle and pending:
             submit(idle.pop())
         while running:
-            ready, _ = ray.wait(list(running), num_returns=1)
+            ready: list[Any] = []
+            while not ready:  # a bounded wait: Ctrl-C is raised between two
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
             ref = ready[0]
             actor, job = running.pop(ref)
             try:
                 outcome = ray.get(ref)
             except (RayActorError, WorkerCrashedError) as exc:
-                error = f"worker died: {type(exc).__name__}: {str(exc).strip().splitlines()[0]}"
+                error = f"worker died: {_first_and_last_line(exc)}"
                 outcome = JobOutcome(
                     job.file.uri,
                     None,
@@ -164,7 +186,8 @@ def ray_outcomes(
                 {v: failed_record(job.file.uri, error, variant=v) for v in job.variants},
             )
         if stats is not None:
-            stats["worker_peak_rss_bytes"] = _peak_memory(actors)
+            stats["worker_peak_rss_bytes"] = _ask_live(actors, "peak_memory_bytes")
+            stats["worker_cpu_settings"] = _ask_live(actors, "cpu_settings")
     finally:
         if started:
             ray.shutdown()

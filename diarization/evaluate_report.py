@@ -158,7 +158,26 @@ def _options(plan: EvaluationPlan) -> dict[str, Any]:
         "bundles": plan.bundles,
         "keys": plan.keys,
         "torch_key": plan.torch_key,
+        "packages": plan.packages,
     }
+
+
+def packages_section(report: EvaluationReport) -> str:
+    """Which packages each variant ran: a variant swaps only the models that have it, the
+    others run their plain (fp32) package in every variant."""
+    lines = []
+    for variant, names in report.options.get("packages", {}).items():
+        stems = [n.removesuffix(".mlpackage") for n in names]
+        if variant == "fp32":
+            lines.append(f"- fp32: {', '.join(stems)}")
+            continue
+        own = [s for s in stems if s.endswith(f"_{variant}")]
+        plain = [s for s in stems if not s.endswith(f"_{variant}")]
+        line = f"- {variant}: {', '.join(own)}"
+        if plain:
+            line += f"; fp32 (no {variant} variant): {', '.join(plain)}"
+        lines.append(line)
+    return "\n".join(lines)
 
 
 # --- writing ----------------------------------------------------------------------------------
@@ -323,6 +342,8 @@ def write_report(report: EvaluationReport, out: Path | str) -> dict[str, Path]:
             "Δ are DER differences vs the reference in percentage points.",
             "## Aggregate",
             aggregate_table(report),
+            "Packages each variant ran:",
+            packages_section(report) or "(not recorded)",
             *pictures,
             "## Per file",
             _per_file_table(report),

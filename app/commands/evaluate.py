@@ -18,9 +18,18 @@ from ..cli_options import backend_option, pipelines_choice, trust_option
     required=True,
     help="Directory holding the pipeline's .mlpackages (and their variants).",
 )
-@click.option("--pipeline", type=click.Choice(pipelines_choice()), default="3.1", show_default=True)
 @click.option(
-    "--variants", default="fp32", show_default=True, help="Comma-separated: fp32,fp16,palettize8."
+    "--pipeline",
+    type=click.Choice(pipelines_choice()),
+    default="3.1",
+    show_default=True,
+    help="3.1: the online packages; community-1: the offline ones (VBx + PldaRho).",
+)
+@click.option(
+    "--variants",
+    default="fp32",
+    show_default=True,
+    help="Comma-separated: fp32,fp16,palettize8 (a variant swaps only the models that have it).",
 )
 @click.option(
     "--collar",

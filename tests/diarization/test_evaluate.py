@@ -46,13 +46,23 @@ def corpus(tmp_path_factory) -> Path:
     return folder
 
 
+SHORT_S = 0.3  # shorter than one 10 s segmentation window
+
+
 @pytest.fixture(scope="module")
 def serial_run(models, corpus, tmp_path_factory):
-    """One serial CLI run on the corpus plus an unreadable file: (result, out dir, corpus dir)."""
+    """One serial CLI run on the corpus plus three odd files: unreadable, empty (0 samples,
+    shorter than anything pyannote accepts) and 0.3 s (shorter than one window, which pyannote
+    pads and scores): (result, out dir, corpus dir)."""
+    import soundfile as sf
+
     with_bad = tmp_path_factory.mktemp("evaluate_with_bad")
     for path in corpus.iterdir():
         shutil.copy(path, with_bad / path.name)
     (with_bad / "broken.wav").write_text("not audio")
+    audio, rate = sf.read(corpus / "meeting0.wav", dtype="float32")
+    sf.write(with_bad / "short.wav", audio[: int(SHORT_S * rate)], rate, subtype="FLOAT")
+    sf.write(with_bad / "empty.wav", audio[:0], rate, subtype="FLOAT")
     out = tmp_path_factory.mktemp("evaluate_out")
     args = ["evaluate", str(with_bad), "--models", str(models), "--out", str(out), *STEP]
     return CliRunner().invoke(main, args), out, with_bad
@@ -73,16 +83,21 @@ def _records(out: Path, key: str) -> dict[str, dict]:
     }
 
 
-def test_bad_file_recorded_others_scored(serial_run, models):
+def test_bad_files_recorded_others_scored(serial_run, models):
     result, out, _ = serial_run
     assert result.exit_code != 0, result.output
     assert "failed: broken (fp32)" in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == "error: 1 of 3 results failed"
+    assert "failed: empty (fp32): AudioError: audio file is empty" in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == "error: 2 of 5 results failed"
     records = _records(out, _plan(models).keys["fp32"])
     assert records["broken"]["status"] == "failed" and "audio" in records["broken"]["error"]
-    assert {records[u]["status"] for u in ("meeting0", "meeting1")} == {"ok"}
+    assert records["empty"]["status"] == "failed"
+    assert {records[u]["status"] for u in ("meeting0", "meeting1", "short")} == {"ok"}
+    # the short file: one padded window, scored over its own 0.3 s
+    assert records["short"]["converted"]["windows"] == 1
+    assert records["short"]["duration_s"] == pytest.approx(SHORT_S)
     report = json.loads((out / "report.json").read_text())
-    assert [f["uri"] for f in report["failures"]] == ["broken"]
+    assert sorted(f["uri"] for f in report["failures"]) == ["broken", "empty"]
     for name in ("report.md", "per_file.csv", "aggregate.csv", "der_per_file.png", "rtf.png"):
         assert (out / name).stat().st_size > 0, name
 
@@ -107,7 +122,7 @@ def test_aggregate_is_accumulated_der(serial_run, models):
         assert records[uri]["vs_reference"]["converted"]["der"] == pytest.approx(per_file[-1])
     report = json.loads((out / "report.json").read_text())
     (aggregate,) = report["aggregate"]
-    assert aggregate["files"] == 2
+    assert aggregate["files"] == 3  # meeting0, meeting1 and short (no reference: vs PyTorch)
     assert aggregate["converted_vs_reference.der"] == pytest.approx(abs(metric))
     assert aggregate["der_delta_vs_fp32"] == 0.0
     assert aggregate["der_delta_vs_torch"] == pytest.approx(
@@ -195,12 +210,44 @@ def test_unknown_protocol_is_one_line(models, tmp_path):
     )
 
 
+class ExitWhenUnpickled:
+    """Stands for a file's audio path; unpickled, it ends the process at once: the Ray actor
+    that receives the job writes its process id to `pid_file` and dies by `os._exit` (no
+    exception, no cleanup: what the OOM killer or a segfault leaves behind)."""
+
+    def __init__(self, pid_file: Path) -> None:
+        self.pid_file = pid_file
+
+    def __reduce__(self):
+        code = f"import os; open({str(self.pid_file)!r}, 'w').write(str(os.getpid())); os._exit(1)"
+        return (exec, (code,))
+
+
+def _process_gone(pid: int, wait_s: float = 30.0) -> bool:
+    import os
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        if Path(f"/proc/{pid}/stat").is_file() and ") Z" in Path(f"/proc/{pid}/stat").read_text():
+            return True  # exited, not yet reaped by the raylet
+        time.sleep(0.2)
+    return False
+
+
 def test_ray_matches_serial_and_records_a_killed_worker(serial_run, models, corpus, tmp_path):
-    """Two local Ray actors score the corpus: the very numbers of the serial loop; an actor
-    killed while it holds a file fails that file only."""
+    """Two local Ray actors score the corpus: the very numbers of the serial loop. The first
+    job kills the actor process that takes it (os._exit): that file alone is recorded failed,
+    a fresh actor takes the dead one's place and the other files finish."""
+    import os
+
     import ray
 
-    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.corpus import CorpusFile, load_corpus
     from coreml_diarize.diarization.evaluate import Job
     from coreml_diarize.diarization.evaluate_ray import ray_outcomes
 
@@ -208,24 +255,26 @@ def test_ray_matches_serial_and_records_a_killed_worker(serial_run, models, corp
     plan = _plan(models)
     serial = _records(out, plan.keys["fp32"])
     files = [f for f in load_corpus(corpus) if f.uri.startswith("meeting")]
-    victim = shutil.copy(corpus / "meeting0.wav", tmp_path / "zz_victim.wav")
-    jobs = [Job(f, ("fp32",)) for f in files]
-    jobs.append(Job(type(files[0])("zz_victim", Path(victim), None, None, 10.0), ("fp32",)))
+    pid_file = tmp_path / "victim.pid"
+    victim = CorpusFile("zz_victim", ExitWhenUnpickled(pid_file), None, None, 10.0)
+    jobs = [Job(victim, ("fp32",)), *(Job(f, ("fp32",)) for f in files)]
 
-    def kill_victim(actor, job):
-        if job.file.uri == "zz_victim":
-            ray.kill(actor, no_restart=True)
-
+    stats: dict = {}
     outcomes = {
-        o.uri: o
-        for o in ray_outcomes(
-            plan, jobs, workers=2, worker_memory_gb=1.0, max_restarts=0, on_submit=kill_victim
-        )
+        o.uri: o for o in ray_outcomes(plan, jobs, workers=2, worker_memory_gb=1.0, stats=stats)
     }
     assert not ray.is_initialized(), "the local Ray instance this call started is shut down"
     assert set(outcomes) == {"meeting0", "meeting1", "zz_victim"}
+    # the live actors (the survivor and the replacement) compute as the serial loop does: one
+    # thread in every pool, at this process's priority (Ray's default would be nice 15)
+    assert len(stats["worker_cpu_settings"]) == 2
+    for settings in stats["worker_cpu_settings"]:
+        assert settings["nice"] == os.nice(0)
+        assert settings["threads"]["torch"] == 1 and settings["threads"]["openblas"] == 1
     victim_record = outcomes["zz_victim"].variants["fp32"]
     assert victim_record["status"] == "failed" and "worker died" in victim_record["error"]
+    pid = int(pid_file.read_text())
+    assert pid != os.getpid() and _process_gone(pid), "an actor process really died"
     for uri in ("meeting0", "meeting1"):
         ray_record = outcomes[uri].variants["fp32"]
         assert ray_record["status"] == "ok"
@@ -255,3 +304,37 @@ def test_interrupt_keeps_finished_results(models, corpus, tmp_path):
     (done,) = stored
     left = plan_jobs(files, ResultStore(tmp_path, plan), force=False)
     assert [j.file.uri for j in left] == [f.uri for f in files if f.uri != done]
+
+
+def test_ctrl_c_stops_a_ray_run_at_once(models, corpus, tmp_path):
+    """SIGINT while two actors work on their files: KeyboardInterrupt reaches the driver within
+    a second or two, not when a file finishes (ray.wait without a timeout held it), and the
+    local Ray instance is shut down."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import ray
+
+    from coreml_diarize.diarization.corpus import load_corpus
+    from coreml_diarize.diarization.evaluate_run import evaluate_corpus
+
+    plan = _plan(models)
+    files = [f for f in load_corpus(corpus) if f.uri.startswith("meeting")]
+    sent: dict[str, float] = {}
+
+    def interrupt_once_running() -> None:
+        deadline = time.monotonic() + 300
+        while not ray.is_initialized() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(3.0)  # the actors are loading their chains or scoring: minutes of work left
+        sent["at"] = time.monotonic()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_once_running, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_corpus(files, plan, tmp_path, workers=2, worker_memory_gb=1.0)
+    assert time.monotonic() - sent["at"] < 5.0
+    assert not ray.is_initialized()
+    assert all(r["status"] == "ok" for r in _records(tmp_path, plan.keys["fp32"]).values())
