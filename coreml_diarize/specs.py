@@ -34,6 +34,10 @@ DEPLOYMENT_TARGETS = ("iOS16", "iOS17", "iOS18", "macOS13", "macOS14", "macOS15"
 # FluidAudio documents for `ChunkEmbedding.embedding256` (docs/offline_contract.md, "Embedding
 # scale" says what each choice changes, measured).
 EMBEDDING_OUTPUTS = ("raw", "l2")
+# wespeaker_v2's Kaldi front end: "dense" = one strided conv with a (514, 400) DFT kernel, 0.99 MB
+# of fp32 constants (wrappers/fbank.py); "factored" = framing conv + two-stage DFT, 0.12 MB
+# (wrappers/fbank_factored.py). Measured in docs/quantization.md, "The front end".
+FBANK_FRONT_ENDS = ("dense", "factored")
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,7 @@ class Options:
     embedding_batch: int = 3  # wespeaker batch (3 = the contract)
     flexible_batch: bool = False  # wespeaker: batch 1..32 instead of fixed
     embedding_output: str = "raw"  # embedding models: raw | l2 (EMBEDDING_OUTPUTS)
+    fbank_front_end: str = "dense"  # wespeaker_v2's front end: dense | factored (FBANK_FRONT_ENDS)
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "fp16", "fp16-selective"):
@@ -161,6 +166,11 @@ class Options:
                 f"unknown embedding output '{self.embedding_output}'"
                 f" (choose from {', '.join(EMBEDDING_OUTPUTS)})"
             )
+        if self.fbank_front_end not in FBANK_FRONT_ENDS:
+            raise DiarizeError(
+                f"unknown fbank front end '{self.fbank_front_end}'"
+                f" (choose from {', '.join(FBANK_FRONT_ENDS)})"
+            )
 
     def thresholds(self) -> dict[str, Any]:
         """The options recorded in every package's metadata (`coreml_diarize.thresholds`),
@@ -170,6 +180,7 @@ class Options:
             "min_speaker_duration_s": self.min_speaker_duration_s,
             "clean_fallback": self.clean_fallback,
             "embedding_output": self.embedding_output,
+            "fbank_front_end": self.fbank_front_end,
         }
 
 

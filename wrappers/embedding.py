@@ -6,7 +6,9 @@
     (offline `Embedding`, FluidAudio's community-1 set: FbankEmbedding alone)
 
 Stages, each one module:
-  fbank_as_conv          Kaldi log-mel as one strided Conv1d, mean-normalised over the chunk
+  wespeaker_front_end    Kaldi log-mel as one strided Conv1d (or, with the option
+                         `fbank_front_end="factored"`, framing conv + two-stage DFT),
+                         mean-normalised over the chunk
   pyannote's ResNet      conv1/bn1 + layer1..4, reused as-is
   MaskToFrames           the segmentation-frame mask resampled onto the ResNet's output frames,
                          with exactly pyannote's nearest-neighbour index mapping, as a constant
@@ -29,7 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .fbank import KaldiFbankOptions, check_frames, fbank_as_conv
+from .fbank import FbankAsConv, KaldiFbankOptions, WeSpeakerFbank, check_frames
+from .fbank_factored import FactoredFbank
 
 
 class MaskToFrames(nn.Module):
@@ -186,8 +189,16 @@ class WeSpeakerEmbedding(FbankEmbedding):
     what pyannote's `WeSpeakerResNet(waveform[:, None], weights=mask)` returns: the fbank front
     end, then FbankEmbedding."""
 
-    def __init__(self, wespeaker, *, samples: int, mask_frames: int, l2: bool = False) -> None:
-        fbank = fbank_as_conv(wespeaker)
+    def __init__(
+        self,
+        wespeaker,
+        *,
+        samples: int,
+        mask_frames: int,
+        l2: bool = False,
+        front_end: str = "dense",
+    ) -> None:
+        fbank = wespeaker_front_end(wespeaker, front_end)
         fbank_frames = fbank.log_mel.opts.num_frames(samples)
         super().__init__(
             wespeaker.resnet, fbank_frames=fbank_frames, mask_frames=mask_frames, l2=l2
@@ -199,12 +210,25 @@ class WeSpeakerEmbedding(FbankEmbedding):
         return super().forward(self.fbank(waveform).unsqueeze(1), mask)
 
 
+def wespeaker_front_end(wespeaker, front_end: str = "dense") -> WeSpeakerFbank:
+    """The centred Kaldi front end of a pyannote WeSpeaker model: "dense" (one strided conv,
+    `FbankAsConv`) or "factored" (`FactoredFbank`: the same log-mel from 8x fewer constants,
+    the `fbank_front_end` option; docs/quantization.md, "The front end")."""
+    opts = KaldiFbankOptions.from_pyannote(wespeaker)
+    if front_end == "factored":
+        return WeSpeakerFbank(opts, log_mel=FactoredFbank(opts))
+    if front_end == "dense":
+        return WeSpeakerFbank(opts, log_mel=FbankAsConv(opts))
+    raise ValueError(f"unknown fbank front end {front_end!r} (dense, factored)")
+
+
 def build_wrapper(ctx) -> WeSpeakerEmbedding:
     return WeSpeakerEmbedding(
         ctx.weights.model,
         samples=ctx.geometry.samples,
         mask_frames=ctx.geometry.frames,
         l2=ctx.options.embedding_output == "l2",
+        front_end=ctx.options.fbank_front_end,
     )
 
 

@@ -167,11 +167,16 @@ class MeanNormalisation(nn.Module):
 
 
 class WeSpeakerFbank(nn.Module):
-    """What pyannote's `compute_fbank` returns, transposed: (batch, num_mel_bins, frames)."""
+    """What pyannote's `compute_fbank` returns, transposed: (batch, num_mel_bins, frames).
 
-    def __init__(self, opts: KaldiFbankOptions | None = None) -> None:
+    `log_mel`: the log-mel stage, any module with `log_mel_energy(waveform)` (default the one
+    conv, `FbankAsConv`; `wrappers.fbank_factored.FactoredFbank` is the few-constants form)."""
+
+    def __init__(
+        self, opts: KaldiFbankOptions | None = None, log_mel: nn.Module | None = None
+    ) -> None:
         super().__init__()
-        self.log_mel = FbankAsConv(opts)
+        self.log_mel = log_mel if log_mel is not None else FbankAsConv(opts)
         self.centre = MeanNormalisation()
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:

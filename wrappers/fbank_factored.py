@@ -151,6 +151,11 @@ class FactoredFbank(nn.Module):
         self.log_offset = math.log(power_scale)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.log_mel_energy(waveform) + self.log_offset
+
+    def log_mel_energy(self, waveform: torch.Tensor) -> torch.Tensor:
+        """log of the mel energies of the waveform as given (without pyannote's 2^30), the
+        stage `WeSpeakerFbank` centres (as `FbankAsConv.log_mel_energy`)."""
         opts = self.opts
         samples = int(waveform.shape[-1])  # static: the graph is built per input length
         hop, n2 = opts.window_shift, SECOND_STAGE
@@ -190,7 +195,7 @@ class FactoredFbank(nn.Module):
         power = x_re * x_re + x_im * x_im
         direct = F.conv1d(x, self.direct_kernel, stride=hop)  # (batch, 2 * direct, frames)
         mel_energy = torch.matmul(self.mel, power) + torch.matmul(self.mel_direct, direct * direct)
-        return torch.log(torch.clamp(mel_energy, min=self.log_floor)) + self.log_offset
+        return torch.log(torch.clamp(mel_energy, min=self.log_floor))
 
 
 def constant_count(module: nn.Module) -> int:
