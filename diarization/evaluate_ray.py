@@ -30,11 +30,6 @@ from coreml_diarize.errors import DiarizeError
 from .evaluate import EvaluationPlan, EvaluationWorker, Job, JobOutcome, failed_record
 
 DEFAULT_WORKER_MEMORY_GB = 2.0  # bench_evaluate.py: peak RSS of one worker, rounded up
-# ray.wait without a timeout blocks inside Ray's core worker, where Python cannot run its
-# SIGINT handler: Ctrl-C went unnoticed until a file finished (minutes). Python runs signal
-# handlers in the main thread between bytecodes (docs.python.org, signal: "Execution of
-# Python signal handlers"), so the driver waits in slices of this many seconds.
-WAIT_POLL_S = 0.5
 
 
 def _start_ray(address: str | None, workers: int) -> bool:
@@ -147,9 +142,7 @@ def ray_outcomes(
         while idle and pending:
             submit(idle.pop())
         while running:
-            ready: list[Any] = []
-            while not ready:  # a bounded wait: Ctrl-C is raised between two
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=WAIT_POLL_S)
+            ready, _ = ray.wait(list(running), num_returns=1)  # Ray lets Ctrl-C through
             ref = ready[0]
             actor, job = running.pop(ref)
             try:

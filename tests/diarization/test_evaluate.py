@@ -308,8 +308,7 @@ def test_interrupt_keeps_finished_results(models, corpus, tmp_path):
 
 def test_ctrl_c_stops_a_ray_run_at_once(models, corpus, tmp_path):
     """SIGINT while two actors work on their files: KeyboardInterrupt reaches the driver within
-    a second or two, not when a file finishes (ray.wait without a timeout held it), and the
-    local Ray instance is shut down."""
+    a second or two, not when a file finishes, and the local Ray instance is shut down."""
     import os
     import signal
     import threading
