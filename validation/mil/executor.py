@@ -10,6 +10,8 @@ Guarantees:
 * every op output is cast to the dtype the program declares for it, so an fp16 program is
   rounded to fp16 after every op, and its shape is checked against the declared one;
 * missing or corrupt packages raise a one-line `ArtifactError`.
+
+`profile` is `predict` plus the time of every op (docs/mil_ops.md, "Speed").
 """
 
 from __future__ import annotations

@@ -168,3 +168,20 @@ def test_fast_executor_reproduces_the_reference_on_device_variants(device_varian
         assert np.array_equal(got[name], want[name]), name
         bits = f"u{want[name].itemsize}"
         assert np.array_equal(got[name].view(bits), want[name].view(bits)), name
+
+
+def test_profile_returns_predicts_outputs_and_one_timing_per_op_in_program_order(small_package):
+    from coreml_diarize.validation.mil import read_mil_program
+
+    program = read_mil_program(small_package)
+    executor = MILExecutor(program)
+    x = {"x0": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4)}
+    outputs, timings = executor.profile(x)
+    expected = executor.predict(x)
+    assert outputs.keys() == expected.keys()
+    assert all(np.array_equal(outputs[k], expected[k]) for k in expected)
+    ran = [n for n in program.main.nodes if n.op_type != "const"]
+    assert [(t.name, t.op_type) for t in timings] == [(n.name, n.op_type) for n in ran]
+    assert {t.op_type for t in timings} >= {"linear", "relu"}
+    assert all(t.compute_s >= 0 and t.store_s >= 0 for t in timings)
+    assert [t.dtype for t in timings] == [n.outputs[0][1].dtype for n in ran]
