@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from coreml_diarize.app.cli import main
+from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import load_program
 from coreml_diarize.models import get_spec
 from coreml_diarize.quantize import QuantizeConfig, quantize_package
@@ -200,3 +201,20 @@ def test_cli_refuses_a_quantized_package_and_a_missing_one(seg_fp16, tmp_path):
     )
     assert result.exit_code == 5 and result.output.startswith("error: mlpackage not found")
     assert not out.exists()
+
+
+def test_tables_of_other_widths_merge_and_others_do_not(table):
+    four = dataclasses.replace(
+        table,
+        widths=[4],
+        layers=[
+            dataclasses.replace(x, loss={4: 0.5}, metrics={4: {"m": 1.0}}) for x in table.layers
+        ],
+    )
+    merged = table.merged(four)
+    assert merged.widths == [8, 4, 2]
+    assert [list(x.loss) for x in merged.layers] == [[8, 4, 2]] * len(table.layers)
+    assert merged.layers[0].loss[4] == 0.5 and merged.layers[0].loss[2] == table.layers[0].loss[2]
+    other = dataclasses.replace(four, calibration={**four.calibration, "items": 3})
+    with pytest.raises(DiarizeError, match="cannot merge sensitivity tables: calibration"):
+        table.merged(other)
