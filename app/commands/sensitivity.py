@@ -46,6 +46,9 @@ def _widths(text: str) -> list[int]:
     show_default=True,
     help="Embedding: (chunk, speaker) rows measured.",
 )
+@click.option(
+    "--layers", default=None, help="Only these weights (comma-separated const names): quick looks."
+)
 @click.option("--plot", type=click.Path(path_type=Path), default=None, help="Also a PNG plot.")
 def sensitivity(
     package_path: Path,
@@ -56,6 +59,7 @@ def sensitivity(
     audio_paths: tuple[Path, ...],
     chunks: int,
     embedding_rows: int,
+    layers: str | None,
     plot: Path | None,
 ) -> None:
     """Palettize each weighted layer of an fp32 MODEL.mlpackage alone at each width and
@@ -86,6 +90,7 @@ def sensitivity(
         granularity=granularity,
         group_size=group_size,
         calibration=calibration,
+        layers=[n.strip() for n in layers.split(",") if n.strip()] if layers else None,
         progress=lambda line: click.echo(f"  {line}", err=True),
     )
     with atomic_path(out) as tmp:

@@ -178,6 +178,14 @@ def test_grouped_palettization_matches_coremltools():
         (["--widths", "8,5"], "error: widths must be among 1, 2, 3, 4, 6, 8, got 5"),
         (["--widths", "8,x"], "error: --widths must be comma-separated integers"),
         (["--group-size", "4"], "error: group_size goes with granularity per_grouped_channel"),
+        (
+            ["--layers", "convs_0_weight,nope"],
+            "error: pyannote_segmentation.mlpackage: no weighted layer nope",
+        ),
+        (
+            ["--layers", "sinc_filters_weight"],
+            "error: pyannote_segmentation.mlpackage: no weighted layer sinc",
+        ),
     ],
 )
 def test_cli_bad_options_are_one_line_errors(seg_package, tmp_path, args, message):
