@@ -74,6 +74,16 @@ def _run(files, plan, out: Path, workers: int, stats: dict | None = None) -> dic
     }
 
 
+def _partial_writer(out: str | None):
+    """Writes the stages done so far to `<out>.partial` (the final JSON goes to `out`)."""
+
+    def write(result: dict) -> None:
+        if out:
+            Path(f"{out}.partial").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+    return write
+
+
 def _numbers(out: Path) -> dict:
     """Every stored result's scores and segments (the RTFs differ from run to run)."""
     numbers = {}
@@ -138,17 +148,22 @@ def main(argv: list[str] | None = None) -> int:
             "options": {"pipeline": args.pipeline, "variants": list(options.variants)}
             | {"step_s": args.step, "backend": args.backend},
         }
+        partial = _partial_writer(args.out)  # a long run's finished stages survive a kill
         result["serial_one_file"] = _run(longest, plan, scratch / "s1", 1)
+        partial(result)
         one: dict = {}
         # workers=2 on one file starts one actor (no more actors than files): Ray's overhead
         result["ray_one_file"] = _run(longest, plan, scratch / "r1", 2, one) | one
         result["ray_overhead_s"] = (
             result["ray_one_file"]["wall_s"] - result["serial_one_file"]["wall_s"]
         )
+        partial(result)
         result["serial_all"] = _run(files, plan, scratch / "s", 1)
+        partial(result)
         if args.ray_one_worker:
             single: dict = {}
             result["ray_1_worker"] = _run(files, plan, scratch / "ray1", 1, single) | single
+            partial(result)
         two: dict = {}
         result["ray_2_workers"] = _run(files, plan, scratch / "r2", 2, two) | two
         result["speedup_2_workers"] = (
