@@ -275,7 +275,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("package size (MB, log scale)")
     ax.set_ylabel("chain DER vs fp32 PyTorch (%)")
-    ax.set_title(f"{result['model']}: size vs chain DER (held-out meetings); dashed = Pareto front")
+    ax.set_title(
+        f"{result['model']}: size vs chain DER, held-out meetings\n(dashed: Pareto front; both pipelines)",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -298,7 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chunks", type=int, default=32, help="held-out segmentation chunks")
     parser.add_argument("--speakers", type=int, default=30, help="executor cosine: speakers")
     parser.add_argument("--no-chain", action="store_true")
+    parser.add_argument("--no-speaker-id", action="store_true", help="WeSpeaker: skip speaker ID")
+    parser.add_argument("--no-validation-inputs", action="store_true")
     parser.add_argument("--force", action="store_true", help="recompute cached rows")
+    parser.add_argument("--cached-only", action="store_true", help="report only finished rows")
+    parser.add_argument("--markdown", type=Path, default=None, help="write the docs table here")
     args = parser.parse_args(argv)
 
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
@@ -326,16 +333,22 @@ def main(argv: list[str] | None = None) -> int:
             recipe = json.loads(path.read_text())
             settings[f"mixed_{path.stem}"] = (mixed_config(recipe), mixed_config(recipe, names))
 
-    weights = load_weights(judged.family, str(FIXTURES[judged.family]))
-    if judged.family == "embedding":
-        material = embedding_material(weights.model, args.speakers, args.cache)
-    else:
-        material = segmentation_material(weights.model, args.chunks)
     pipelines = tuple(p for p in args.pipelines.split(",") if p)
-    chain = None
-    if not args.no_chain:
-        chain = ChainJudge(fp32, judged, args.step, pipelines, args.cache)
-        meetings_ = meetings(args.cache, args.meetings, args.meeting_seconds)
+    lazy: dict[str, Any] = {}  # weights, material, chain: built at the first row not cached
+
+    def judges() -> dict[str, Any]:
+        if not lazy:
+            lazy["weights"] = load_weights(judged.family, str(FIXTURES[judged.family]))
+            model = lazy["weights"].model
+            if judged.family == "embedding":
+                lazy["material"] = embedding_material(model, args.speakers, args.cache)
+            else:
+                lazy["material"] = segmentation_material(model, args.chunks)
+            lazy["chain"] = None
+            if not args.no_chain:
+                lazy["chain"] = ChainJudge(fp32, judged, args.step, pipelines, args.cache)
+                lazy["meetings"] = meetings(args.cache, args.meetings, args.meeting_seconds)
+        return lazy
 
     rows = []
     for row, (online_setting, offline_setting) in settings.items():
@@ -346,21 +359,34 @@ def main(argv: list[str] | None = None) -> int:
         if stored.is_file() and not args.force:
             rows.append(json.loads(stored.read_text()))
             continue
+        if args.cached_only:  # the static figures only
+            entry = {"row": row, "package": package.name, "bytes": _size(package)}
+            entry.update(bits_per_weight(package, online_fp32, spec))
+            entry["ane"] = ane_figures(package)
+            rows.append(entry)
+            continue
+        weights, material, chain = (judges()[k] for k in ("weights", "material", "chain"))
         entry: dict[str, Any] = {"row": row, "package": package.name, "bytes": _size(package)}
         entry["offline_bytes"] = _size(offline)
         entry.update(bits_per_weight(package, online_fp32, spec))
         entry["ane"] = ane_figures(package)
         if judged.family == "embedding":
-            entry["heldout"] = embedding_quality(package, online_fp32, weights.model, material)
+            entry["heldout"] = embedding_quality(
+                package, online_fp32, weights.model, material, speaker_id=not args.no_speaker_id
+            )
         else:
             entry["heldout"] = segmentation_quality(package, material)
-        entry["validation_inputs"] = validation_inputs_quality(package, judged.family)
+        if not args.no_validation_inputs:
+            entry["validation_inputs"] = validation_inputs_quality(package, judged.family)
         if chain is not None:
             for name in pipelines:
                 is_fp32 = online_setting is None
                 chosen = None if is_fp32 else (package if name == "3.1" else offline)
-                entry[f"chain_{name}"] = chain.der(name, chosen, meetings_)
+                entry[f"chain_{name}"] = chain.der(name, chosen, lazy["meetings"])
                 entry[f"der_{name}"] = entry[f"chain_{name}"]["der_vs_torch"]
+                entry[f"chain_{name}"]["torch_der_vs_reference"] = chain.torch_vs_reference(
+                    name, lazy["meetings"]
+                )
         entry["seconds"] = time.perf_counter() - t0
         entry["load_average"] = list(os.getloadavg())
         stored.parent.mkdir(parents=True, exist_ok=True)
@@ -383,15 +409,26 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": list(os.getloadavg()),
         "seconds": time.perf_counter() - started,
     }
-    if chain is not None:
+    if not args.no_chain:
         result["pareto"] = {name: pareto(rows, f"der_{name}") for name in pipelines}
         result["torch_der_vs_reference"] = {
-            name: chain.torch_vs_reference(name, meetings_) for name in pipelines
+            name: next(
+                (
+                    r[f"chain_{name}"]["torch_der_vs_reference"]
+                    for r in rows
+                    if f"chain_{name}" in r and "torch_der_vs_reference" in r[f"chain_{name}"]
+                ),
+                None,
+            )
+            or stored_torch_der(args, name)
+            for name in pipelines
         }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     emit(result, args.out)
-    if args.plot is not None and chain is not None:
+    if args.plot is not None and not args.no_chain:
         plot(result, args.plot)
+    if args.markdown is not None:
+        args.markdown.write_text(markdown_table(result) + "\n")
     return 0
 
 
@@ -399,16 +436,75 @@ def row_cache(args, package: Path, offline: Path) -> Path:
     """Where a row's figures are kept: keyed by both packages' tree hashes and the material."""
     from coreml_diarize.mlpackage import tree_hash
 
-    key = json.dumps(
-        [
-            tree_hash(package)[0],
-            tree_hash(offline)[0],
-            _material_note(args.model, args),
-            args.no_chain,
-        ]
-    )
+    fields = [tree_hash(package)[0], tree_hash(offline)[0], _material_note(args.model, args)]
+    fields.append(args.no_chain)
+    if args.no_speaker_id or args.no_validation_inputs:  # (keys of full rows stay as they were)
+        fields += [args.no_speaker_id, args.no_validation_inputs]
+    key = json.dumps(fields)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return args.cache / "results" / args.model / f"{package.stem}_{digest}.json"
+
+
+def _pct(value: float | None, digits: int = 2) -> str:
+    return "–" if value is None else f"{100 * value:.{digits}f} %"
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """One docs table: variant, size, bits/weight, held-out quality, chain DER, ANE share."""
+    embedding = MODELS[result["model"]].family == "embedding"
+    quality = (
+        "cosine mean / worst (executor) | speaker ID clean / 20 dB (fp32: see first row)"
+        if embedding
+        else "decisive agreement pooled / worst chunk | error/spread worst"
+    )
+    head = (
+        f"| variant | MB | bits/weight | {quality} | DER 3.1 | DER community-1 | ANE ops (FLOPs) |"
+    )
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in result["rows"]:
+        h = r.get("heldout")
+        if h is None:
+            q = "– | –"
+        elif embedding:
+            sid = h.get("speaker_id") or {}
+            acc = [sid.get(k, {}).get("accuracy") for k in ("clean", "snr20")]
+            q = f"{h['cosine_mean']:.5f} / {h['cosine_worst']:.5f} | " + " / ".join(
+                _pct(a, 1) for a in acc
+            )
+        else:
+            q = (
+                f"{_pct(h['decisive_agreement_pooled'])} / {_pct(h['decisive_agreement_worst'])}"
+                f" | {h['rel_worst']:.4f}"
+            )
+        ane = r.get("ane")
+        ane_text = (
+            f"{100 * ane['eligible_op_share']:.1f} % ({100 * ane['eligible_flop_share']:.1f} %)"
+            if ane
+            else "–"
+        )
+        bits = f"{r['bits_per_weight']:.2f}" if "bits_per_weight" in r else "–"
+        lines.append(
+            f"| {r['row']} | {r['bytes'] / 1e6:.3f} | {bits} | {q} | {_pct(r.get('der_3.1'))} "
+            f"| {_pct(r.get('der_community-1'))} | {ane_text} |"
+        )
+    return "\n".join(lines)
+
+
+def stored_torch_der(args, name: str) -> float | None:
+    """DER of the cached PyTorch annotations (ChainJudge) against the meetings' RTTMs."""
+    from pyannote.core import Segment, Timeline
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from coreml_diarize.diarization.diarize import read_rttm
+
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    for m in meetings(args.cache, args.meetings, args.meeting_seconds):
+        stored = args.cache / "torch" / f"{name}_{m.uri}_step{args.step}.rttm"
+        if not stored.is_file():
+            return None
+        uem = Timeline([Segment(0.0, m.audio.size / 16000)])
+        metric(m.reference, read_rttm(stored, uri=m.uri), uem=uem)
+    return float(abs(metric))
 
 
 def _size(path: Path) -> int:

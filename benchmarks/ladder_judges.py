@@ -163,19 +163,21 @@ def torch_with_package_weights(model, package: Path, fp32_package: Path):
 
 
 def embedding_quality(
-    path: Path, fp32_package: Path, model, material: EmbeddingMaterial
+    path: Path, fp32_package: Path, model, material: EmbeddingMaterial, *, speaker_id: bool = True
 ) -> dict[str, Any]:
     from training.evaluate_embedding import EvalConfig, evaluate_heldout
 
     got = run_embedding_package(path, material.chunks)
     cos = cosine_rows(material.reference, got)
     clean = np.array([lab.startswith("clean") for lab in material.labels])
-    variant_model, replaced = torch_with_package_weights(model, path, fp32_package)
-    enrol = EvalConfig().enrol
-    sid = {
-        "clean": evaluate_heldout(variant_model, material.clean, enrol),
-        "snr20": evaluate_heldout(variant_model, material.noisy, enrol),
-    }
+    sid, replaced = {}, 0
+    if speaker_id:
+        variant_model, replaced = torch_with_package_weights(model, path, fp32_package)
+        enrol = EvalConfig().enrol
+        sid = {
+            "clean": evaluate_heldout(variant_model, material.clean, enrol),
+            "snr20": evaluate_heldout(variant_model, material.noisy, enrol),
+        }
     return {
         "executor_chunks": len(cos),
         "cosine_mean": float(cos.mean()),
