@@ -492,18 +492,19 @@ def markdown_table(result: dict[str, Any]) -> str:
 
 def stored_torch_der(args, name: str) -> float | None:
     """DER of the cached PyTorch annotations (ChainJudge) against the meetings' RTTMs."""
-    from pyannote.core import Segment, Timeline
+    from pyannote.core import Annotation, Segment, Timeline
     from pyannote.metrics.diarization import DiarizationErrorRate
-
-    from coreml_diarize.diarization.diarize import read_rttm
 
     metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
     for m in meetings(args.cache, args.meetings, args.meeting_seconds):
-        stored = args.cache / "torch" / f"{name}_{m.uri}_step{args.step}.rttm"
+        stored = args.cache / "torch" / f"{name}_{m.uri}_step{args.step}.json"
         if not stored.is_file():
             return None
+        torch_annotation = Annotation(uri=m.uri)
+        for start, end, track, label in json.loads(stored.read_text()):
+            torch_annotation[Segment(start, end), track] = label
         uem = Timeline([Segment(0.0, m.audio.size / 16000)])
-        metric(m.reference, read_rttm(stored, uri=m.uri), uem=uem)
+        metric(m.reference, torch_annotation, uem=uem)
     return float(abs(metric))
 
 
