@@ -69,13 +69,16 @@ SEGMENTATION_TOLERANCES = {
         }
         for recipe in ("fp16", "palettize", "linear")
     },
-    # mixed-bit recipes (quantize/mixed.py): the #24 goals; the lead replaces these by the
-    # derivation in docs/validation.md
+    # mixed-bit recipes (quantize/mixed.py), measured on the trained fixture's searched recipes
+    # (docs/quantization.md, "Mixed-bit ladder"): the 0.99 MB recipe's worst error/spread is
+    # 0.0135 over the 7 validation inputs and 0.0167 over 32 held-out chunks, decisive argmax
+    # 1.0 on both. Bound 0.03: 2.2x / 1.8x those worst cases; it still fails the 0.8 MB recipe
+    # (0.0405) and uniform 4-bit (0.038) were either presented as the searched recipe.
     "mixed": {
         "segments": Tolerance(
             min_argmax_agreement=0.995,
             argmax_margin=1.0,
-            max_relative_to_spread=0.02,
+            max_relative_to_spread=0.03,
             min_reference_spread=0.05,
         )
     },
@@ -140,8 +143,9 @@ EMBEDDING_TOLERANCES = {
         "embedding": Tolerance(min_cosine=0.998, min_reference_spread=EMBEDDING_MIN_SPREAD)
     },
     "linear": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=EMBEDDING_MIN_SPREAD)},
-    # mixed-bit recipes (quantize/mixed.py): the #24 goals; the lead replaces these by the
-    # derivation in docs/validation.md
+    # mixed-bit recipes: the #24 quality goal (cosine >= 0.995). Measured so far only on
+    # uniform 4-bit (its worst validation input 0.9954, held-out worst 0.9975): no searched
+    # WeSpeaker recipe is committed yet, so this bound is the goal, not yet a derivation
     "mixed": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=EMBEDDING_MIN_SPREAD)},
 }
 # 8-bit weights on calibrated random weights: every one of the 36 palettized tensors costs
