@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..cli_options import backend_option, profiles_choice, ship_option, source_options
-from .convert import embedding_output_option
+from .convert import embedding_output_option, fbank_front_end_option
 
 
 @click.command()
@@ -31,6 +31,7 @@ from .convert import embedding_output_option
 @click.option("--allow-untrained", is_flag=True, help="Bundle seeded random (untrained) weights.")
 @ship_option
 @embedding_output_option
+@fbank_front_end_option
 @click.option(
     "--recipe",
     "recipe_files",
@@ -49,6 +50,7 @@ def build(
     allow_untrained: bool,
     ship,
     embedding_output: str,
+    fbank_front_end: str,
     recipe_files: tuple[Path, ...],
 ) -> None:
     """Convert a profile's models, quantize, validate every package, bundle (`make models`)."""
@@ -68,7 +70,7 @@ def build(
         out_dir,
         sources=sources,
         profile=profile,
-        options=Options(embedding_output=embedding_output),
+        options=Options(embedding_output=embedding_output, fbank_front_end=fbank_front_end),
         quantize=not no_quantize,
         backend=backend,
         allow_untrained=allow_untrained,

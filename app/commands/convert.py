@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from coreml_diarize.converters.convert import PRECISIONS
-from coreml_diarize.specs import EMBEDDING_OUTPUTS
+from coreml_diarize.specs import EMBEDDING_OUTPUTS, FBANK_FRONT_ENDS
 
 from ..cli_options import options_from, source_options
 
@@ -19,6 +19,16 @@ embedding_output_option = click.option(
     show_default=True,
     help="Embedding models: raw (pyannote's; what PldaRho expects) or l2 (unit norm, as "
     "FluidAudio documents). docs/offline_contract.md, 'Embedding scale'.",
+)
+# shared with `build`: wespeaker_v2's Kaldi fbank as one (514, 400) conv (dense, 0.86 MB of
+# fp32 constants) or factored (29 k constants; docs/quantization.md, "Mixed-bit ladder")
+fbank_front_end_option = click.option(
+    "--fbank-front-end",
+    type=click.Choice(FBANK_FRONT_ENDS),
+    default="dense",
+    show_default=True,
+    help="wespeaker_v2's fbank: dense (one conv) or factored (29 k constants, 0.86 MB smaller; "
+    "what the committed WeSpeaker mixed recipe needs).",
 )
 
 
@@ -62,6 +72,7 @@ embedding_output_option = click.option(
     "--target iOS18 or macOS15 (docs/ane.md, 'Batch shapes').",
 )
 @embedding_output_option
+@fbank_front_end_option
 def convert(
     models: tuple[str, ...],
     sources: dict[str, str],
@@ -75,6 +86,7 @@ def convert(
     no_clean_fallback: bool,
     flexible_batch: bool,
     embedding_output: str,
+    fbank_front_end: str,
 ) -> None:
     """Convert MODELS (the registry's keys, or all)."""
     from coreml_diarize.atomic import ensure_writable_dir
@@ -92,6 +104,7 @@ def convert(
         clean_fallback=False if no_clean_fallback else None,
         flexible_batch=flexible_batch or None,
         embedding_output=embedding_output,
+        fbank_front_end=fbank_front_end,
     )
     ensure_writable_dir(out_dir)
     for spec in specs:
