@@ -17,7 +17,7 @@ STAMP   = $(VENV)/.installed
 # random weights are labelled untrained; the bundle accepts them only when they were asked for
 ALLOW_UNTRAINED = $(if $(filter random%,$(SOURCE) $(EMBEDDING_SOURCE)),--allow-untrained,)
 
-.PHONY: setup models test lint format bench clean
+.PHONY: setup models mixed-models test lint format bench clean
 
 setup: $(STAMP)
 
@@ -39,6 +39,13 @@ $(STAMP): pyproject.toml
 
 models: $(STAMP)
 	$(BIN)/coreml-diarize build --profile $(PROFILE) --source $(SOURCE) --embedding-source $(EMBEDDING_SOURCE) --out $(OUT) --backend $(BACKEND) $(ALLOW_UNTRAINED)
+
+# The committed mixed-bit recipes (quantize/mixed_recipes/) on the weights they were searched for,
+# the trained fixtures; the WeSpeaker recipe names the factored fbank front end's constants
+FIXTURES        = tests/fixtures
+MIXED_RECIPES  ?= quantize/mixed_recipes/segmentation-fixture-0.99mb.json quantize/mixed_recipes/wespeaker-fixture-factored-3.95mb.json
+mixed-models: $(STAMP)
+	$(BIN)/coreml-diarize build --source $(SOURCE) --segmentation-source $(FIXTURES)/segmentation-synthetic/pytorch_model.bin --embedding-source $(FIXTURES)/embedding-synthetic/pytorch_model.bin --fbank-front-end factored $(foreach r,$(MIXED_RECIPES),--recipe $(r)) --out $(OUT) --backend $(BACKEND) $(ALLOW_UNTRAINED)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -154,6 +154,21 @@ def _timed(summary: BuildSummary, label: str) -> Iterator[None]:
     summary.seconds[label] = time.perf_counter() - start
 
 
+def _check_recipes_have_trained_weights(recipes, spec: ModelSpec, ctx) -> None:
+    """A mixed recipe is searched on one set of trained weights' measured sensitivity
+    (quantize/mixed.py); on seeded random weights it means nothing, and the `mixed` tolerance is
+    derived for trained models only (docs/quantization.md), so such a build is refused."""
+    weights = ctx.weights
+    if weights is None or weights.provenance.trained:
+        return
+    if any(r.model == spec.key for r in recipes):
+        raise DiarizeError(
+            f"--recipe: a mixed recipe is searched on trained weights; {spec.key}'s weights "
+            f"({weights.provenance.location}) are untrained: give trained weights "
+            f"(--{spec.weights.name}-source) or drop the recipe"
+        )
+
+
 def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, progress):
     """Convert every registered model and make its device variants; returns package name ->
     the context it was built from (validation and golden I/O reuse it: no second load)."""
@@ -161,17 +176,23 @@ def _convert_all(out_dir: Path, settings: BuildSettings, summary: BuildSummary, 
     from coreml_diarize.quantize.apply import quantize_package
     from coreml_diarize.quantize.recipes import QuantizeConfig
 
-    contexts = {}
-    for spec in profile_specs(settings.profile):
-        with _timed(summary, f"convert {spec.key}"):
+    specs = profile_specs(settings.profile)
+    loaded = {}  # every model's weights first: a refused recipe leaves no package behind
+    for spec in specs:
+        with _timed(summary, f"load {spec.key}"):
             source = settings.sources.get(spec.weights.name, "random") if spec.weights else "random"
-            ctx = make_context(
+            loaded[spec.key] = make_context(
                 spec,
                 source=source,
                 options=settings.options,
                 trust_checkpoint=settings.trust_checkpoint,
                 cache_dir=settings.cache_dir,
             )
+        _check_recipes_have_trained_weights(settings.recipes, spec, loaded[spec.key])
+    contexts = {}
+    for spec in specs:
+        ctx = loaded[spec.key]
+        with _timed(summary, f"convert {spec.key}"):
             result = convert_model(spec, ctx, out_dir)
         summary.packages.append(result.path)
         summary.sidecars.extend(result.sidecars)

@@ -4,8 +4,9 @@ Scoring the result is validation's job: `coreml_diarize.validation.quantize_repo
 
 from .apply import QuantizeResult, fp32_path_of, output_path, quantize_package
 from .kmeans import kmeans_1d
-from .mixed import MixedRecipe, SensitivityTable, search, search_recipe
+from .mixed import MixedRecipe, search, search_recipe
 from .recipes import MODES, QuantizeConfig, load_recipe_file
+from .sensitivity_table import LayerSensitivity, SensitivityTable
 
 __all__ = [
     "MODES",
@@ -14,6 +15,7 @@ __all__ = [
     "QuantizeResult",
     "fp32_path_of",
     "kmeans_1d",
+    "LayerSensitivity",
     "load_recipe_file",
     "output_path",
     "quantize_package",

@@ -10,13 +10,12 @@ damage of the whole recipe is taken as the sum of the damages each layer causes 
 (the table's `loss`, measured with only that layer palettized). That is an approximation,
 which is why a searched recipe is judged on the diarization chain afterwards (docs/validation.md).
 
-File formats (JSON, sorted keys, 2-space indent): the sensitivity table
-`coreml-diarize/sensitivity/1` and the recipe `coreml-diarize/mixed-recipe/1`.
+The recipe file: JSON, sorted keys, 2-space indent, `coreml-diarize/mixed-recipe/1`; the
+sensitivity table it is searched from: `sensitivity_table.py` (`coreml-diarize/sensitivity/1`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -28,9 +27,9 @@ import numpy as np
 
 from coreml_diarize.errors import DiarizeError
 
-from .recipes import GRANULARITIES, IOS18_ONLY_NBITS, PALETTIZE_NBITS, QuantizeConfig
+from .recipes import IOS18_ONLY_NBITS, QuantizeConfig
+from .sensitivity_table import SensitivityTable
 
-TABLE_SCHEMA = "coreml-diarize/sensitivity/1"
 RECIPE_SCHEMA = "coreml-diarize/mixed-recipe/1"
 FP16 = 16  # the choice "leave this layer fp16, uncompressed"
 LUT_ENTRY_BYTES = 2  # fp16 look-up tables: the recipe computes in fp16
@@ -51,100 +50,6 @@ _RECIPE_KEYS = frozenset({"schema", "model", "search", "exclude", *_CONFIG_KEYS}
 
 def _fail(message: str) -> DiarizeError:
     return DiarizeError(f"mixed: {message}")
-
-
-# --- the sensitivity table ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    name: str  # the weight's const name in the source (fp32) package
-    elements: int
-    shape: tuple[int, ...]
-    loss: Mapping[int, float]  # width -> loss with only this layer palettized, above baseline
-
-
-@dataclass(frozen=True)
-class SensitivityTable:
-    model: str
-    package: str
-    package_tree_sha256: str
-    granularity: str
-    group_size: int | None
-    metric: str
-    baseline_loss: float
-    widths: tuple[int, ...]
-    layers: tuple[LayerSensitivity, ...]
-    sha256: str = ""  # of the file's bytes (recorded in the recipe's provenance)
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any], *, sha256: str = "") -> SensitivityTable:
-        if not isinstance(data, Mapping) or data.get("schema") != TABLE_SCHEMA:
-            raise _fail(f"not a sensitivity table (schema must be {TABLE_SCHEMA})")
-        try:
-            widths = tuple(int(w) for w in data["widths"])
-            granularity = data["granularity"]
-            if granularity not in GRANULARITIES:
-                raise ValueError(f"granularity {granularity!r}")
-            bad = [w for w in widths if w not in PALETTIZE_NBITS]
-            if bad:
-                raise ValueError(f"widths {bad} are not palettization formats")
-            layers = tuple(_layer(entry, widths) for entry in data["layers"])
-            table = cls(
-                model=str(data["model"]),
-                package=str(data["package"]),
-                package_tree_sha256=str(data["package_tree_sha256"]),
-                granularity=granularity,
-                group_size=None if data.get("group_size") is None else int(data["group_size"]),
-                metric=str(data["metric"]),
-                baseline_loss=_loss(data["baseline_loss"], "baseline_loss"),
-                widths=widths,
-                layers=layers,
-                sha256=sha256,
-            )
-        except KeyError as exc:
-            raise _fail(f"sensitivity table has no {exc.args[0]!r}") from exc
-        except (TypeError, ValueError) as exc:
-            raise _fail(f"sensitivity table: {exc}") from exc
-        names = [layer.name for layer in layers]
-        if len(set(names)) != len(names) or not names:
-            raise _fail("sensitivity table: layers must be distinct weight names (at least one)")
-        if (granularity == "per_grouped_channel") != (table.group_size is not None):
-            raise _fail("sensitivity table: group_size goes with per_grouped_channel only")
-        return table
-
-    @classmethod
-    def from_file(cls, path: Path) -> SensitivityTable:
-        path = Path(path)
-        if not path.is_file():
-            raise _fail(f"sensitivity table not found: {path}")
-        raw = path.read_bytes()
-        try:
-            data = json.loads(raw)
-        except ValueError as exc:
-            raise _fail(f"cannot parse {path.name}: {str(exc).splitlines()[0]}") from exc
-        return cls.from_mapping(data, sha256=hashlib.sha256(raw).hexdigest())
-
-
-def _loss(value: Any, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        # NaN fails `>= 0` too; the table clips losses at 0, so a negative one is a bad table
-        raise ValueError(f"{what} must be a number >= 0, got {value!r}")
-    return float(value)
-
-
-def _layer(entry: Mapping[str, Any], widths: tuple[int, ...]) -> LayerSensitivity:
-    name = entry["name"]
-    losses = {int(k): v for k, v in entry["loss"].items()}
-    missing = [w for w in widths if w not in losses]
-    if missing:
-        raise ValueError(f"layer {name!r} has no loss for widths {missing}")
-    return LayerSensitivity(
-        name=str(name),
-        elements=int(entry["elements"]),
-        shape=tuple(int(d) for d in entry["shape"]),
-        loss={w: _loss(losses[w], f"loss of {name} at {w} bits") for w in widths},
-    )
 
 
 # --- sizes -----------------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 For every weighted layer (a float const with more than `weight_threshold` elements that the
 model spec does not keep uncompressed) and every candidate width, the layer alone is
 palettized and the program is run on calibration audio; the damage against the fp32
-package's outputs is the table's loss. The table (`SensitivityTable.to_json`, the format
-agreed for issue #24) is what the mixed-bit recipe search sums.
+package's outputs is the table's loss. The table (`quantize/sensitivity_table.py`
+`SensitivityTable`, the format agreed for issue #24) is what the mixed-bit recipe search sums.
 
 Faithful to the shipped variants: the program run is the fp16 program `quantize_package`
 makes (`QuantizeConfig(mode="fp16")`), and the palettized weight is what its fp16 look-up
@@ -24,22 +24,24 @@ same values); tests/validation/test_sensitivity.py checks it against a package t
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from coreml_diarize.errors import ArtifactError, DiarizeError
 from coreml_diarize.mlpackage import check_package, tree_hash
 from coreml_diarize.quantize import QuantizeConfig, quantize_package
-from coreml_diarize.quantize.recipes import DEFAULT_WEIGHT_THRESHOLD, GRANULARITIES
+from coreml_diarize.quantize.recipes import DEFAULT_WEIGHT_THRESHOLD
+from coreml_diarize.quantize.sensitivity_table import (
+    LayerSensitivity,
+    SensitivityTable,
+    check_settings,
+)
 
 from . import metrics
 from .mil.executor import MILExecutor
@@ -54,139 +56,8 @@ from .sensitivity_calibration import (  # noqa: F401  (re-exported: one import f
 )
 from .sensitivity_runner import DownstreamRunner, output_channel_axis, palettized  # noqa: F401
 
-SCHEMA = "coreml-diarize/sensitivity/1"
 DEFAULT_WIDTHS = (8, 6, 4, 2)
-# what the Neural Engine accelerates per tensor on iOS17 (3 bits needs iOS18)
-TABLE_WIDTHS = (1, 2, 3, 4, 6, 8)
 FP16_SUFFIX = "_to_fp16"  # coremltools' cast pass names the fp16 copy of a const so
-
-
-# --- the table --------------------------------------------------------------------------------
-
-
-@dataclass
-class LayerSensitivity:
-    name: str  # the fp32 package's const name
-    elements: int
-    shape: list[int]
-    loss: dict[int, float]  # width -> loss with only this layer palettized, minus baseline, >= 0
-    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "elements": self.elements,
-            "shape": list(self.shape),
-            "loss": {str(w): v for w, v in self.loss.items()},
-            "metrics": {str(w): dict(m) for w, m in self.metrics.items()},
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> LayerSensitivity:
-        return cls(
-            name=data["name"],
-            elements=int(data["elements"]),
-            shape=[int(d) for d in data["shape"]],
-            loss={int(w): float(v) for w, v in data["loss"].items()},
-            metrics={
-                int(w): {k: float(v) for k, v in m.items()} for w, m in data["metrics"].items()
-            },
-        )
-
-
-@dataclass
-class SensitivityTable:
-    model: str
-    package: str
-    package_tree_sha256: str
-    granularity: str
-    group_size: int | None
-    metric: str
-    baseline_loss: float
-    calibration: dict[str, Any]
-    widths: list[int]
-    layers: list[LayerSensitivity]
-    seconds: float
-    versions: dict[str, str]
-    # metrics of the unpalettized fp16 program vs fp32 (what each layer's metrics compare to)
-    baseline_metrics: dict[str, float] = field(default_factory=dict)
-    # weights the granularity cannot palettize (coremltools leaves them uncompressed): name -> why
-    skipped: dict[str, str] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "schema": SCHEMA,
-            "model": self.model,
-            "package": self.package,
-            "package_tree_sha256": self.package_tree_sha256,
-            "granularity": self.granularity,
-            "group_size": self.group_size,
-            "metric": self.metric,
-            "baseline_loss": self.baseline_loss,
-            "baseline_metrics": dict(self.baseline_metrics),
-            "calibration": dict(self.calibration),
-            "widths": list(self.widths),
-            "layers": [layer.to_json() for layer in self.layers],
-            "seconds": self.seconds,
-            "versions": dict(self.versions),
-            "skipped": dict(self.skipped),
-        }
-
-    def dumps(self) -> str:
-        """The agreed file text: sorted keys, 2-space indent, trailing newline."""
-        return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> SensitivityTable:
-        if data.get("schema") != SCHEMA:
-            raise DiarizeError(f"not a sensitivity table (schema {data.get('schema')!r})")
-        return cls(
-            model=data["model"],
-            package=data["package"],
-            package_tree_sha256=data["package_tree_sha256"],
-            granularity=data["granularity"],
-            group_size=data["group_size"],
-            metric=data["metric"],
-            baseline_loss=float(data["baseline_loss"]),
-            calibration=dict(data["calibration"]),
-            widths=[int(w) for w in data["widths"]],
-            layers=[LayerSensitivity.from_json(x) for x in data["layers"]],
-            seconds=float(data["seconds"]),
-            versions=dict(data["versions"]),
-            baseline_metrics=dict(data.get("baseline_metrics", {})),
-            skipped=dict(data.get("skipped", {})),
-        )
-
-    @classmethod
-    def load(cls, path: Path) -> SensitivityTable:
-        try:
-            return cls.from_json(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise DiarizeError(f"cannot read sensitivity table {path}: {exc}") from exc
-
-    def most_sensitive(self, width: int, n: int = 10) -> list[LayerSensitivity]:
-        return sorted(self.layers, key=lambda x: (-x.loss.get(width, 0.0), x.name))[:n]
-
-    def merged(self, other: SensitivityTable) -> SensitivityTable:
-        """One table from two measurements of other widths on the same package, granularity
-        and calibration (the fp16 baseline is deterministic, so it must agree exactly)."""
-        same = ("model", "package_tree_sha256", "granularity", "group_size", "metric")
-        differ = [k for k in same if getattr(self, k) != getattr(other, k)]
-        if self.calibration != other.calibration or self.baseline_loss != other.baseline_loss:
-            differ.append("calibration")
-        if differ or [x.name for x in self.layers] != [x.name for x in other.layers]:
-            raise DiarizeError(f"cannot merge sensitivity tables: {', '.join(differ) or 'layers'}")
-        widths = sorted(set(self.widths) | set(other.widths), reverse=True)
-        layers = [
-            dataclasses.replace(a, loss={**a.loss, **b.loss}, metrics={**a.metrics, **b.metrics})
-            for a, b in zip(self.layers, other.layers, strict=True)
-        ]
-        for layer in layers:
-            layer.loss = {w: layer.loss[w] for w in widths}
-            layer.metrics = {w: layer.metrics[w] for w in widths}
-        return dataclasses.replace(
-            self, widths=widths, layers=layers, seconds=round(self.seconds + other.seconds, 1)
-        )
 
 
 # --- damage -----------------------------------------------------------------------------------
@@ -325,7 +196,7 @@ def measure_sensitivity(
     (its recorded source hash must be `package_fp32`'s)."""
     start = time.perf_counter()
     package_fp32 = check_package(Path(package_fp32))
-    widths = _check_widths(widths, granularity, group_size)
+    widths = check_settings(list(dict.fromkeys(int(w) for w in widths)), granularity, group_size)
     spec = _source_spec(package_fp32)
     plan = _plan(spec)
     calibration = calibration or sample_calibration()
@@ -393,7 +264,7 @@ def measure_sensitivity(
             losses[width] = max(0.0, loss - baseline_loss) if math.isfinite(loss) else loss
             per_width[width] = {f"{plan.damage.metric}_raw": loss, **extra}
         table_layers.append(
-            LayerSensitivity(name, int(np.prod(shape)), list(shape), losses, per_width)
+            LayerSensitivity(name, int(np.prod(shape)), tuple(shape), losses, per_width)
         )
     return SensitivityTable(
         model=spec.key,
@@ -411,8 +282,8 @@ def measure_sensitivity(
             "calls": len(inputs),
             "chunks": [c.name for c in calibration.chunks],
         },
-        widths=list(widths),
-        layers=table_layers,
+        widths=widths,
+        layers=tuple(table_layers),
         seconds=round(time.perf_counter() - start, 1),
         versions=_versions(),
     )
@@ -428,26 +299,6 @@ def _check_fp16_of(fp16_package: Path, source_hash: str) -> Path:
             f"{fp16_package.name} is not the fp16 package of the measured fp32 package"
         )
     return fp16_package
-
-
-def _check_widths(widths, granularity: str, group_size: int | None) -> list[int]:
-    if granularity not in GRANULARITIES:
-        raise DiarizeError(
-            f"unknown granularity {granularity!r} (choose from {', '.join(GRANULARITIES)})"
-        )
-    if (granularity == "per_grouped_channel") != (group_size is not None):
-        raise DiarizeError(
-            "group_size goes with granularity per_grouped_channel (and only with it)"
-        )
-    if group_size is not None and group_size < 1:
-        raise DiarizeError(f"group_size must be >= 1, got {group_size}")
-    widths = list(dict.fromkeys(int(w) for w in widths))
-    bad = [w for w in widths if w not in TABLE_WIDTHS]
-    if not widths or bad:
-        raise DiarizeError(
-            f"widths must be among {', '.join(map(str, TABLE_WIDTHS))}, got {', '.join(map(str, bad)) or 'none'}"
-        )
-    return widths
 
 
 def _const_node(program: MILProgram, name: str) -> Node:

@@ -29,13 +29,12 @@ from coreml_diarize.quantize.kmeans import kmeans_1d
 from coreml_diarize.quantize.mixed import (
     FP16,
     RECIPE_SCHEMA,
-    TABLE_SCHEMA,
     MixedRecipe,
-    SensitivityTable,
     layer_options,
     search,
     search_recipe,
 )
+from coreml_diarize.quantize.sensitivity_table import TABLE_SCHEMA, SensitivityTable
 
 # --- the search ------------------------------------------------------------------------------
 
@@ -131,29 +130,6 @@ def test_unreachable_limits_name_what_is_reachable():
     assert search(table, fixed_bytes=1000, target_bytes=smallest).predicted_bytes == smallest
     with pytest.raises(DiarizeError, match=r"smallest reachable loss is 0\.001"):
         search(table, fixed_bytes=1000, max_loss=0.0009)  # below the fp16 program's own loss
-
-
-@pytest.mark.parametrize(
-    ("change", "message"),
-    [
-        ({"schema": "other"}, "not a sensitivity table"),
-        ({"widths": [8, 5]}, "widths [5] are not palettization formats"),
-        ({"baseline_loss": -1.0}, "baseline_loss must be a number >= 0"),
-        ({"granularity": "per_channel"}, "granularity 'per_channel'"),
-        ({"group_size": 16}, "group_size goes with per_grouped_channel only"),
-    ],
-)
-def test_bad_tables_are_one_line_errors(change, message):
-    with pytest.raises(DiarizeError) as info:
-        SensitivityTable.from_mapping({**_table(_toy_layers(0, 2)), **change})
-    assert message in str(info.value) and "\n" not in str(info.value)
-
-
-def test_a_layer_without_a_loss_for_a_width_is_refused():
-    layers = _toy_layers(0, 2)
-    del layers[1]["loss"]["4"]
-    with pytest.raises(DiarizeError, match=r"layer 'layer_1' has no loss for widths \[4\]"):
-        SensitivityTable.from_mapping(_table(layers))
 
 
 # --- recipes ---------------------------------------------------------------------------------
@@ -432,6 +408,7 @@ def test_build_applies_a_recipe_to_its_models_package(
     model's packages, made from the package the build converted (the session's, stood in for
     the conversion, which takes minutes), and is validated with the same context."""
     import shutil
+    from dataclasses import replace
 
     from coreml_diarize.app import build
     from coreml_diarize.converters import convert
@@ -444,12 +421,17 @@ def test_build_applies_a_recipe_to_its_models_package(
         shutil.copytree(seg_package, target)
         return convert.ConversionResult(spec.key, target, "fp32", 0.0, package_size(target))
 
+    # a recipe is refused on untrained weights: the session's seeded weights stand in for
+    # trained ones here (labelled so), as the fixture's checkpoint would be
+    weights = seg_ctx.weights
+    trained = replace(weights, provenance=replace(weights.provenance, trained=True))
+    trained_ctx = replace(seg_ctx, weights=trained)
     monkeypatch.setattr(convert, "convert_model", converted)
-    monkeypatch.setattr(build, "make_context", lambda spec, **_: seg_ctx)
+    monkeypatch.setattr(build, "make_context", lambda spec, **_: trained_ctx)
     monkeypatch.setattr(build, "profile_specs", lambda profile: [get_spec("segmentation")])
     settings = build.BuildSettings(sources={}, quantize=False, recipes=(recipe,))
     summary = build.BuildSummary()
     contexts = build._convert_all(tmp_path, settings, summary, lambda line: None)
     assert [p.name for p in summary.packages] == [seg_package.name, package.name]
     assert tree_hash(summary.packages[1]) == tree_hash(package)  # the recipe, reproduced
-    assert contexts[package.name] is seg_ctx
+    assert contexts[package.name] is trained_ctx

@@ -16,20 +16,18 @@ import pytest
 from click.testing import CliRunner
 
 from coreml_diarize.app.cli import main
-from coreml_diarize.errors import DiarizeError
 from coreml_diarize.mlpackage import load_program
 from coreml_diarize.models import get_spec
 from coreml_diarize.quantize import QuantizeConfig, quantize_package
 from coreml_diarize.quantize.apply import kmeans_lut, summarize_program
 from coreml_diarize.quantize.recipes import DEFAULT_WEIGHT_THRESHOLD
+from coreml_diarize.quantize.sensitivity_table import TABLE_SCHEMA, SensitivityTable
 from coreml_diarize.validation.mil.executor import MILExecutor
 from coreml_diarize.validation.mil.loader import read_mil_program
 from coreml_diarize.validation.sensitivity import (
-    SCHEMA,
     Calibration,
     CalibrationChunk,
     DownstreamRunner,
-    SensitivityTable,
     measure_sensitivity,
     palettized,
     weighted_layers,
@@ -103,7 +101,7 @@ def test_table_json_round_trips_in_the_agreed_format(table, tmp_path):
         and text == json.dumps(json.loads(text), indent=2, sort_keys=True) + "\n"
     )
     data = json.loads(text)
-    assert data["schema"] == SCHEMA
+    assert data["schema"] == TABLE_SCHEMA
     assert {
         "model",
         "package",
@@ -116,7 +114,10 @@ def test_table_json_round_trips_in_the_agreed_format(table, tmp_path):
     assert set(data["layers"][0]["loss"]) == {"8", "2"}  # JSON keys are strings
     path = tmp_path / "t.json"
     path.write_text(text)
-    assert SensitivityTable.load(path).dumps() == text
+    # the measured table passes the checking reader (the search's) and writes back the same
+    again = SensitivityTable.from_file(path)
+    assert again == table and again.dumps() == text
+    assert again.skipped == {}  # recorded (per tensor: nothing skipped), so written
 
 
 def test_replaced_const_gives_what_a_palettized_package_gives(seg_fp16, calibration, tmp_path):
@@ -209,20 +210,3 @@ def test_cli_refuses_a_quantized_package_and_a_missing_one(seg_fp16, tmp_path):
     )
     assert result.exit_code == 5 and result.output.startswith("error: mlpackage not found")
     assert not out.exists()
-
-
-def test_tables_of_other_widths_merge_and_others_do_not(table):
-    four = dataclasses.replace(
-        table,
-        widths=[4],
-        layers=[
-            dataclasses.replace(x, loss={4: 0.5}, metrics={4: {"m": 1.0}}) for x in table.layers
-        ],
-    )
-    merged = table.merged(four)
-    assert merged.widths == [8, 4, 2]
-    assert [list(x.loss) for x in merged.layers] == [[8, 4, 2]] * len(table.layers)
-    assert merged.layers[0].loss[4] == 0.5 and merged.layers[0].loss[2] == table.layers[0].loss[2]
-    other = dataclasses.replace(four, calibration={**four.calibration, "items": 3})
-    with pytest.raises(DiarizeError, match="cannot merge sensitivity tables: calibration"):
-        table.merged(other)
