@@ -41,7 +41,7 @@ def write_json(path: Path, payload) -> None:
 
 
 def pipelines_choice() -> tuple[str, ...]:
-    from coreml_diarize.diarization.diarize import PIPELINE_NAMES
+    from coreml_diarize.diarization.pipelines import PIPELINE_NAMES
 
     return PIPELINE_NAMES
 

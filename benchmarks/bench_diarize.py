@@ -55,7 +55,7 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
 def _audio(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """(path, samples (cropped), sample rate, reference RTTM or None)."""
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     audio_path = args.audio or bundled_sample_path()
     loaded = read_audio(audio_path)
@@ -72,8 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     import torch
 
+    from coreml_diarize.diarization.chain import ChainModels, find_packages
     from coreml_diarize.diarization.compare import compare_samples, torch_models_for
-    from coreml_diarize.diarization.diarize import ChainModels, find_packages, pipeline_recipe
+    from coreml_diarize.diarization.pipelines import pipeline_recipe
     from coreml_diarize.mlpackage import quiet_coremltools
 
     if args.threads:

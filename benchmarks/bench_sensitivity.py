@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sensitivity.py [--out FILE] [--docs docs/sensitivity]
         [--models segmentation,embedding] [--segmentation-package P] [--embedding-package P]
+        [--target iOS18 --granularity per_grouped_channel --group-size 16 --suffix _g16]
 
 Run from the repository root: the synthetic conversations come from `training/corpus.py`
 (the TRAINING voice/word config, seed 24 — neither the fixtures' training seed 14 nor the
@@ -9,7 +10,10 @@ held-out seed 2014 — so the calibration audio is never audio the variants are 
 Calibration = pyannote's sample (real speech, 10 s at 0/5/10/15/20 s) interleaved with 5
 synthetic 10 s conversations. Without --*-package, the fp32 packages are converted from the
 fixtures (tests/fixtures/*-synthetic/pytorch_model.bin) into a temporary folder.
-With --docs, writes `<docs>/<package stem>.json` and `.png` (the agreed table format).
+With --docs, writes `<docs>/<package stem><suffix>.json` and `.png` (the agreed table format).
+`--granularity per_grouped_channel` (one LUT per `--group-size` output channels, default 16)
+needs an iOS18 package: with it, the fixtures are converted at `--target iOS18` (the default
+target then), and a given `--*-package` must be one.
 """
 
 from __future__ import annotations
@@ -76,14 +80,14 @@ def fixture_calibration(embedding_rows: int):
     )
 
 
-def convert_fixture(key: str, out: Path) -> Path:
+def convert_fixture(key: str, out: Path, target: str | None = None) -> Path:
+    """The fixture's fp32 package (`convert`, at `target` if given: the CLI's default else)."""
     import subprocess
 
     cli = Path(sys.executable).parent / "coreml-diarize"
+    command = [str(cli), "convert", key, f"--{key}-source", str(FIXTURES[key]), "--out", str(out)]
     subprocess.run(
-        [str(cli), "convert", key, f"--{key}-source", str(FIXTURES[key]), "--out", str(out)],
-        check=True,
-        capture_output=True,
+        command + (["--target", target] if target else []), check=True, capture_output=True
     )
     from coreml_diarize.models import get_spec
 
@@ -100,7 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedding-rows", type=int, default=6)
     parser.add_argument("--widths", default="8,6,4,2")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
+    parser.add_argument(
+        "--granularity", choices=("per_tensor", "per_grouped_channel"), default="per_tensor"
+    )
+    parser.add_argument("--group-size", type=int, default=None, help="grouped (default 16)")
+    parser.add_argument(
+        "--target", default=None, help="convert target (grouped default: iOS18; else the CLI's)"
+    )
+    parser.add_argument("--suffix", default="", help="--docs file names: <stem><suffix>.json")
     args = parser.parse_args(argv)
+    grouped = args.granularity == "per_grouped_channel"
+    if args.group_size is not None and not grouped:
+        parser.error("--group-size goes with --granularity per_grouped_channel")
+    group_size = (args.group_size or 16) if grouped else None
+    target = args.target or ("iOS18" if grouped else None)
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "false")
     import torch
 
@@ -114,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for key in args.models.split(","):
-            package = getattr(args, f"{key}_package") or convert_fixture(key, Path(tmp))
+            package = getattr(args, f"{key}_package") or convert_fixture(key, Path(tmp), target)
             load_before = os.getloadavg()
             start = time.perf_counter()
             table = measure_sensitivity(
-                package, widths=widths, calibration=calibration, progress=print
+                package,
+                widths=widths,
+                granularity=args.granularity,
+                group_size=group_size,
+                calibration=calibration,
+                progress=print,
             )
             seconds = time.perf_counter() - start
             results[key] = {
@@ -127,12 +149,16 @@ def main(argv: list[str] | None = None) -> int:
                 "loadavg_after": [round(x, 2) for x in os.getloadavg()],
                 "threads": torch.get_num_threads(),
                 "layers": len(table.layers),
+                "granularity": table.granularity,
+                "group_size": table.group_size,
+                "target": target,
+                "skipped": table.skipped,
                 "calibration": table.calibration,
                 "top10_at_4": [x.name for x in table.most_sensitive(4)] if 4 in widths else [],
             }
             print(key, results[key], flush=True)
             if args.docs:
-                stem = package.name.removesuffix(".mlpackage")
+                stem = package.name.removesuffix(".mlpackage") + args.suffix
                 with atomic_path(args.docs / f"{stem}.json") as path:
                     path.write_text(table.dumps())
                 with atomic_path(args.docs / f"{stem}.png") as path:

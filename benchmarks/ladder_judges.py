@@ -301,7 +301,7 @@ class Meeting:
 def meetings(cache: Path, count: int, seconds: float) -> list[Meeting]:
     """Held-out synthetic meetings (training/meetings.py's seeds: 2014 + 100 i), speakers 2, 3,
     2, ... (cached as .npy + RTTM)."""
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
     from training.heldout_recording import DEFAULT_SEED, heldout_recording, write_rttm
 
     out = []
@@ -329,13 +329,9 @@ class ChainJudge:
         pipelines: tuple[str, ...],
         cache: Path,
     ):
+        from coreml_diarize.diarization.chain import TimedRunner, find_packages
         from coreml_diarize.diarization.compare import torch_models_for
-        from coreml_diarize.diarization.diarize import (
-            TimedRunner,
-            find_packages,
-            make_pipeline,
-            pipeline_recipe,
-        )
+        from coreml_diarize.diarization.pipelines import make_pipeline, pipeline_recipe
 
         self.judged, self.step_s, self.pipelines = judged, step_s, pipelines
         self.cache = cache / "torch"  # PyTorch annotations: the same for every row and model
@@ -394,13 +390,9 @@ class ChainJudge:
         from pyannote.core import Segment, Timeline
         from pyannote.metrics.diarization import DiarizationErrorRate
 
-        from coreml_diarize.diarization.diarize import (
-            ChainModels,
-            ChainPaths,
-            TimedRunner,
-            converted_pipeline,
-            diarize_samples,
-        )
+        from coreml_diarize.diarization.chain import ChainModels, ChainPaths, TimedRunner
+        from coreml_diarize.diarization.diarize import diarize_samples
+        from coreml_diarize.diarization.pipelines import converted_pipeline
 
         key = self.judged.online if self.paths[name].chain == "online" else self.judged.offline
         runners = dict(self.runners[name])

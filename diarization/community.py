@@ -37,7 +37,7 @@ import numpy as np
 from coreml_diarize.errors import ArtifactError
 
 if TYPE_CHECKING:
-    from .diarize import ChainModels
+    from .chain import ChainModels
 
 # The offline set's file stems (docs/offline_contract.md §1) -> the role they play here.
 OFFLINE_ROLES = {

@@ -22,19 +22,16 @@ import numpy as np
 
 from coreml_diarize.errors import ArtifactError
 
+from .chain import ChainModels, ChainPaths
 from .diarize import (
-    ChainModels,
-    ChainPaths,
     DiarizationResult,
-    PipelineRecipe,
     audio_file,
     diarize_samples,
-    make_pipeline,
     open_file_and_chain,
-    pipeline_recipe,
-    read_rttm,
     run_pipeline,
 )
+from .pipelines import PipelineRecipe, converted_pipeline, make_pipeline, pipeline_recipe
+from .rttm import read_rttm
 
 
 @dataclass
@@ -192,8 +189,6 @@ def compare_samples(
 ) -> ComparisonResult:
     """Both versions of `pipeline` on `samples`, scored against each other (and `reference`
     if given). Each run's wall time gives its RTF."""
-    from .diarize import converted_pipeline
-
     recipe = pipeline_recipe(pipeline)
     if recipe.uses_plda and torch_models.plda is None:
         raise ArtifactError(f"the {recipe.name} pipeline needs the PLDA its package came from")

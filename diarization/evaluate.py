@@ -31,8 +31,9 @@ from typing import Any
 
 from coreml_diarize.errors import ArtifactError, DiarizeError
 
+from .chain import ChainPaths, find_packages
 from .corpus import CorpusFile
-from .diarize import ChainPaths, find_packages, pipeline_recipe
+from .pipelines import pipeline_recipe
 
 VARIANTS = ("fp32", "fp16", "palettize8")  # fp32: the plain packages; others: <stem>_<variant>
 # pyannote's published benchmarks are "full" DER: no forgiveness collar, overlapped speech
@@ -253,8 +254,9 @@ class EvaluationWorker:
     serial run and a Ray run compute the very same numbers."""
 
     def __init__(self, plan: EvaluationPlan, torch_threads: int = 1) -> None:
+        from .chain import ChainModels
         from .compare import torch_models_for
-        from .diarize import ChainModels, converted_pipeline, make_pipeline
+        from .pipelines import converted_pipeline, make_pipeline
 
         self._blas_limits = pin_threads(torch_threads)
         options = plan.options

@@ -42,6 +42,9 @@ INLINE_BELOW_ELEMENTS = 10
 # program text of one constexpr_lut_to_dense op and its two inputs, measured: the segmentation
 # package's model.mlmodel grew by 3479 bytes for 20 palettized weights
 LUT_OP_PROGRAM_BYTES = 175
+# searches with a target size: each pass applies the recipe and measures it; the second pass
+# fits in every case measured (the model's miss grows by tens of bytes at most between passes)
+SIZE_PASSES = 4
 # the recipe file's keys that are QuantizeConfig settings (the rest describe the file)
 _CONFIG_KEYS = ("mode", "bits", "granularity", "group_size", "compute", "seed", "kmeans")
 # `exclude` (weights whose readers stay fp32) is written only when a recipe sets it
@@ -350,34 +353,64 @@ def search_recipe(
         if settings.get(key) is not None and settings[key] != value:
             raise _fail(f"{key} comes from the sensitivity table ({value}), not {settings[key]}")
     ios18 = int(load_mlmodel(src).get_spec().specificationVersion) >= IOS18_SPEC_VERSION
-    result = search(
-        table,
-        fixed_bytes=fixed_bytes_of(src, table),
-        target_bytes=None if target_mb is None else round(target_mb * 1e6),
-        max_loss=max_loss,
-        # the widths the package's target has: 3-bit tables need iOS18
-        widths=[w for w in table.widths if ios18 or w not in IOS18_ONLY_NBITS],
-    )
-    if not result.bits:
-        raise _fail(
-            f"the fp16 package already meets the limit ({result.predicted_bytes / 1e6:.3f} MB): "
-            "there is nothing to palettize"
+    fixed_bytes = fixed_bytes_of(src, table)
+    target_bytes = None if target_mb is None else round(target_mb * 1e6)
+    correction = 0  # bytes the size model missed, measured on the applied recipe
+    for _ in range(SIZE_PASSES):
+        result = search(
+            table,
+            fixed_bytes=fixed_bytes + correction,
+            target_bytes=target_bytes,
+            max_loss=max_loss,
+            # the widths the package's target has: 3-bit tables need iOS18
+            widths=[w for w in table.widths if ios18 or w not in IOS18_ONLY_NBITS],
         )
-    config = QuantizeConfig.from_mapping(
-        {
-            **settings,
-            "mode": "mixed",
-            "bits": result.bits,
-            "granularity": table.granularity,
-            "group_size": table.group_size,
+        if not result.bits:
+            raise _fail(
+                f"the fp16 package already meets the limit ({result.predicted_bytes / 1e6:.3f}"
+                " MB): there is nothing to palettize"
+            )
+        config = QuantizeConfig.from_mapping(
+            {
+                **settings,
+                "mode": "mixed",
+                "bits": result.bits,
+                "granularity": table.granularity,
+                "group_size": table.group_size,
+            }
+        )
+        search_record = {
+            "table": str(table_path),
+            "table_sha256": table.sha256,
+            "target_mb": target_mb,
+            "max_loss": max_loss,
+            "predicted_bytes": result.predicted_bytes,
+            "predicted_loss": result.predicted_loss,
+            "size_correction_bytes": correction,
         }
-    )
-    search_record = {
-        "table": str(table_path),
-        "table_sha256": table.sha256,
-        "target_mb": target_mb,
-        "max_loss": max_loss,
-        "predicted_bytes": result.predicted_bytes,
-        "predicted_loss": result.predicted_loss,
-    }
+        if target_bytes is None:
+            break
+        # the model leaves out the program text and metadata (a few kB): the package the
+        # recipe makes is measured, and the search repeated with what it missed
+        applied = applied_size(src, config, search_record)
+        if applied <= target_bytes:
+            break
+        correction += applied - target_bytes
+    else:
+        raise _fail(
+            f"no recipe found that measures within {target_mb:.3f} MB after {SIZE_PASSES} "
+            f"passes (the last was {applied / 1e6:.4f} MB)"
+        )
     return MixedRecipe(model=model, config=config, search=search_record), result
+
+
+def applied_size(src: Path, config: QuantizeConfig, search_record: Mapping[str, Any]) -> int:
+    """The bytes of the package `config` makes from `src` (written to a temporary folder)."""
+    import tempfile
+
+    from coreml_diarize.mlpackage import package_size
+
+    from .apply import quantize_package
+
+    with tempfile.TemporaryDirectory(prefix="mixed-size.") as tmp:
+        return package_size(quantize_package(src, Path(tmp), config, search=search_record).dst)

@@ -30,7 +30,8 @@ def diarize(
     quiet: bool,
 ) -> None:
     """Diarize AUDIO with the converted models (pyannote's pipeline logic around them)."""
-    from coreml_diarize.diarization.diarize import diarize_file, write_rttm
+    from coreml_diarize.diarization.diarize import diarize_file
+    from coreml_diarize.diarization.rttm import write_rttm
 
     if every < 1:
         raise DiarizeError("--every must be >= 1")

@@ -82,7 +82,7 @@ def standin_chain(torch_models, folder: Path, *, plda_json: dict | None = None):
     plda-parameters.json beside them (keys unknown to the registry: found by file name)."""
     import torch
 
-    from coreml_diarize.diarization.diarize import ChainModels, ChainPaths
+    from coreml_diarize.diarization.chain import ChainModels, ChainPaths
 
     seg, emb, plda = torch_models.segmentation, torch_models.embedding, torch_models.plda
     phi = np.asarray(plda.phi, dtype=np.float64)
@@ -130,7 +130,7 @@ def excerpt(tmp_path_factory):
     from pyannote.core import Segment
 
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     sample = bundled_sample_path()
     samples = read_audio(sample).samples[: int(EXCERPT_S * SAMPLE_RATE)]
@@ -227,7 +227,7 @@ def test_converted_pipeline_is_pyannotes_community_1(torch_models, tmp_path):
     from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 
     from coreml_diarize.diarization.community import PackagePLDA, PackageSpeakerEmbedding
-    from coreml_diarize.diarization.diarize import PIPELINE_NAMES, converted_pipeline
+    from coreml_diarize.diarization.pipelines import PIPELINE_NAMES, converted_pipeline
 
     assert PIPELINE_NAMES == ("3.1", "community-1")
     chain = standin_chain(torch_models, tmp_path)
@@ -251,9 +251,8 @@ def test_converted_pipeline_is_pyannotes_community_1(torch_models, tmp_path):
 
 
 def test_pipeline_and_chain_must_match(torch_models, tmp_path):
-    from coreml_diarize.diarization.diarize import (
-        ChainModels,
-        ChainPaths,
+    from coreml_diarize.diarization.chain import ChainModels, ChainPaths
+    from coreml_diarize.diarization.pipelines import (
         converted_pipeline,
         make_pipeline,
         pipeline_recipe,
@@ -383,7 +382,7 @@ def _offline_specs():
 
 
 def test_find_packages_offline_needs_the_plda_parameters(tmp_path):
-    from coreml_diarize.diarization.diarize import find_packages
+    from coreml_diarize.diarization.chain import find_packages
     from coreml_diarize.errors import ArtifactError
 
     specs = _offline_specs()
@@ -445,7 +444,7 @@ def test_real_packages_reproduce_pyannote(offline_packages, excerpt, tmp_path):
     from click.testing import CliRunner
 
     from coreml_diarize.app.cli import main
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     _, wav, _ = excerpt
     out, rttm = tmp_path / "compare.json", tmp_path / "hyp.rttm"

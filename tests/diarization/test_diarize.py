@@ -61,7 +61,7 @@ def excerpt(tmp_path_factory):
     from pyannote.core import Segment
 
     from coreml_diarize.audio import bundled_sample_path, read_audio
-    from coreml_diarize.diarization.diarize import read_rttm, write_rttm
+    from coreml_diarize.diarization.rttm import read_rttm, write_rttm
 
     sample = bundled_sample_path()
     samples = read_audio(sample).samples[: int(EXCERPT_S * SAMPLE_RATE)]
@@ -77,8 +77,9 @@ def excerpt(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def comparison(built, excerpt):
+    from coreml_diarize.diarization.chain import ChainModels, find_packages
     from coreml_diarize.diarization.compare import compare_samples
-    from coreml_diarize.diarization.diarize import ChainModels, find_packages, read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     models_dir, torch_models = built
     samples, _, rttm = excerpt
@@ -113,7 +114,7 @@ def test_converted_chain_matches_pyannote_pipeline(comparison):
 
 
 def test_rttm_roundtrip(comparison, tmp_path):
-    from coreml_diarize.diarization.diarize import read_rttm, write_rttm
+    from coreml_diarize.diarization.rttm import read_rttm, write_rttm
 
     annotation = comparison[0].converted.annotation
     path = write_rttm(annotation, tmp_path / "out" / "sample.rttm")
@@ -130,7 +131,7 @@ def test_rttm_roundtrip(comparison, tmp_path):
 
 
 def test_cli_diarize_writes_rttm(built, excerpt, tmp_path):
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     models_dir, _ = built
     _, wav, _ = excerpt
@@ -206,7 +207,7 @@ def test_bad_audio(built, tmp_path):
 
 
 def test_variant_picks_compressed_packages_when_present(tmp_path):
-    from coreml_diarize.diarization.diarize import find_packages
+    from coreml_diarize.diarization.chain import find_packages
     from coreml_diarize.models import registry
 
     for spec in registry().values():  # find_packages only looks at names

@@ -67,7 +67,7 @@ def test_fixture_package_validates_as_trained(fixture_models, tmp_path):
 
 
 def test_fixture_chain_diarizes_and_matches_pyannote(fixture_models, excerpt, tmp_path):
-    from coreml_diarize.diarization.diarize import read_rttm
+    from coreml_diarize.diarization.rttm import read_rttm
 
     rttm, out = tmp_path / "hyp.rttm", tmp_path / "compare.json"
     common = [str(excerpt), "--models", str(fixture_models), "--backend", "mil", "--step", "5"]

@@ -30,6 +30,7 @@ from coreml_diarize.quantize.mixed import (
     FP16,
     RECIPE_SCHEMA,
     MixedRecipe,
+    fixed_bytes_of,
     layer_options,
     search,
     search_recipe,
@@ -324,6 +325,23 @@ def test_searched_recipe_is_applied_exactly(searched, seg_package):
     recorded = json.loads(meta["coreml_diarize.recipe"])
     assert recorded["bits"] == bits and recorded["search"] == recipe["search"]
     assert recorded["source"]["tree_sha256"] == tree_hash(seg_package)[0]
+
+
+def test_target_size_holds_for_the_package_made_not_only_the_model(
+    seg_package, seg_weights_by_name, tmp_path
+):
+    """The size model leaves out the program text and metadata (a few kB), so a target equal to
+    what the model predicts for some recipe is overshot unless the search measures the package
+    the recipe makes and searches again: the package written must fit the target."""
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(_seg_table(seg_package, seg_weights_by_name)))
+    table = SensitivityTable.from_file(path)
+    model_only = search(table, fixed_bytes=fixed_bytes_of(seg_package, table), target_bytes=900_000)
+    target_mb = model_only.predicted_bytes / 1e6  # the model says this recipe fits exactly
+    recipe, _ = search_recipe(seg_package, path, target_mb=target_mb)
+    made = quantize_package(seg_package, tmp_path / "out", recipe.config, search=recipe.search)
+    assert package_size(made.dst) <= model_only.predicted_bytes
+    assert recipe.search["size_correction_bytes"] > 0  # the model alone would have overshot
 
 
 def test_committed_recipe_reproduces_the_package(searched, seg_package, tmp_path):
