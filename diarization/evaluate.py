@@ -35,7 +35,8 @@ from .chain import ChainPaths, find_packages
 from .corpus import CorpusFile
 from .pipelines import pipeline_recipe
 
-VARIANTS = ("fp32", "fp16", "palettize8")  # fp32: the plain packages; others: <stem>_<variant>
+# fp32: the plain packages; others: <stem>_<variant>; mixed: `build --recipe` (quantize/mixed.py)
+VARIANTS = ("fp32", "fp16", "palettize8", "mixed")
 # pyannote's published benchmarks are "full" DER: no forgiveness collar, overlapped speech
 # scored (the pyannote/speaker-diarization-3.1 and -community-1 model cards: "evaluated ...
 # with no forgiveness collar and evaluating overlapped speech")

@@ -48,7 +48,7 @@ def _step_index(job: str, predicate) -> int:
 
 def _make_targets() -> set[str]:
     text = (ROOT / "Makefile").read_text()
-    return set(re.findall(r"^([a-z]+):", text, flags=re.MULTILINE))
+    return set(re.findall(r"^([a-z][a-z-]*):", text, flags=re.MULTILINE))
 
 
 def _all_steps():
@@ -204,7 +204,7 @@ def test_jobs_and_triggers():
 def test_steps_call_existing_make_targets_and_backends():
     targets = _make_targets()
     for job in ("linux", "macos", "macos-hub", "ane"):
-        for called in re.findall(r"\bmake (\w+)", _runs(job)):
+        for called in re.findall(r"\bmake ([\w-]+)", _runs(job)):
             assert called in targets, called
     assert "make lint" in _runs("linux")
     assert "make test" in _runs("linux")
@@ -212,6 +212,11 @@ def test_steps_call_existing_make_targets_and_backends():
     for job in ("macos", "macos-hub", "ane"):
         assert "BACKEND=coreml" in _runs(job), job
     assert "hf:pyannote/segmentation-3.0" in _runs("macos-hub")
+    # the mixed-bit recipes run through Core ML on both Macs, on the Neural Engine on the ane one
+    for job in ("macos", "ane"):
+        assert "make mixed-models BACKEND=coreml" in _runs(job), job
+        assert "benchmarks/bench_front_end.py --backend coreml" in _runs(job), job
+    assert "validate artifacts-mixed/coreml-diarize-bundle" in _runs("ane")
     # the Makefile really forwards BACKEND to the CLI, and the CLI accepts these values
     make = subprocess.run(
         ["make", "-n", "models", "BACKEND=mil"], cwd=ROOT, capture_output=True, text=True

@@ -29,7 +29,8 @@ from ..cli_options import backend_option, pipelines_choice, trust_option
     "--variants",
     default="fp32",
     show_default=True,
-    help="Comma-separated: fp32,fp16,palettize8 (a variant swaps only the models that have it).",
+    help="Comma-separated: fp32,fp16,palettize8,mixed (a variant swaps only the models that "
+    "have it; mixed: build --recipe).",
 )
 @click.option(
     "--collar",

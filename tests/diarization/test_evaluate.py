@@ -199,6 +199,36 @@ def test_protocol_corpus_matches_directory(corpus, serial_run, models, tmp_path)
     assert "| fp32 | 2 |" in result.stdout
 
 
+def test_mixed_variant_runs_what_build_recipe_adds(models, tmp_path):
+    """`--variants fp32,mixed`: the mixed variant runs `<stem>_mixed` where a model has one
+    (what `build --recipe` adds) and the plain package elsewhere; a folder without any mixed
+    package is one line."""
+    from coreml_diarize.diarization.evaluate import (
+        EvaluationOptions,
+        EvaluationPlan,
+        parse_variants,
+    )
+    from coreml_diarize.errors import ArtifactError
+
+    options = EvaluationOptions(variants=parse_variants("fp32,mixed"), step_s=5.0, backend="mil")
+    with pytest.raises(ArtifactError, match="has no mixed packages"):
+        EvaluationPlan.make(models, options)
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for package in models.iterdir():
+        (folder / package.name).symlink_to(package.resolve(), target_is_directory=package.is_dir())
+    segmentation = folder / "pyannote_segmentation.mlpackage"
+    (folder / "pyannote_segmentation_mixed.mlpackage").symlink_to(
+        segmentation.resolve(), target_is_directory=True
+    )
+    plan = EvaluationPlan.make(folder, options)
+    mixed, plain = set(plan.packages["mixed"]), set(plan.packages["fp32"])
+    assert mixed == plain - {"pyannote_segmentation.mlpackage"} | {
+        "pyannote_segmentation_mixed.mlpackage"
+    }
+    assert plan.keys["mixed"] != plan.keys["fp32"]
+
+
 def test_unknown_protocol_is_one_line(models, tmp_path):
     yml = tmp_path / "database.yml"
     yml.write_text("Databases:\n  Synth: /nowhere/{uri}.wav\n")
