@@ -5,6 +5,7 @@ chains read, each row's variant of the judged model, and the static figures of a
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,10 +138,12 @@ def build_row(src: Path, row: str, setting: Any, cache: Path) -> Path:
 
     if setting is None:
         return src
-    dst = cache / "variants" / src.parent.name / f"{src.stem}_{row}.mlpackage"
+    config = setting if isinstance(setting, QuantizeConfig) else QuantizeConfig(**setting)
+    # keyed by the settings too: a recipe file changed under the same name is a new package
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode()).hexdigest()
+    dst = cache / "variants" / src.parent.name / f"{src.stem}_{row}_{digest[:12]}.mlpackage"
     if dst.is_dir():
         return dst
-    config = setting if isinstance(setting, QuantizeConfig) else QuantizeConfig(**setting)
     dst.parent.mkdir(parents=True, exist_ok=True)
     quantize_package(src, dst, config)
     return dst

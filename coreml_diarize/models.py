@@ -143,10 +143,12 @@ EMBEDDING_TOLERANCES = {
         "embedding": Tolerance(min_cosine=0.998, min_reference_spread=EMBEDDING_MIN_SPREAD)
     },
     "linear": {"embedding": Tolerance(min_cosine=0.998, min_reference_spread=EMBEDDING_MIN_SPREAD)},
-    # mixed-bit recipes: the #24 quality goal (cosine >= 0.995). Measured so far only on
-    # uniform 4-bit (its worst validation input 0.9954, held-out worst 0.9975): no searched
-    # WeSpeaker recipe is committed yet, so this bound is the goal, not yet a derivation
-    "mixed": {"embedding": Tolerance(min_cosine=0.995, min_reference_spread=EMBEDDING_MIN_SPREAD)},
+    # mixed-bit recipes (docs/quantization.md, "A tolerance for mixed recipes"), measured on the
+    # trained fixture (factored front end): the 3.95 MB goal recipe's worst validation input is
+    # 0.99683 (sine sweep; 1 - cos 3.2e-3), its worst held-out voice 0.99891. Bound 0.9935:
+    # 2x the goal recipe's worst loss; it fails the 3.3 MB recipe (0.98925) and the dense 4.0 MB
+    # one (0.979), i.e. a package compressed harder than the family it was derived for
+    "mixed": {"embedding": Tolerance(min_cosine=0.9935, min_reference_spread=EMBEDDING_MIN_SPREAD)},
 }
 # 8-bit weights on calibrated random weights: every one of the 36 palettized tensors costs
 # 2e-5..3e-4 of cosine on its own (measured one at a time); random weights have no

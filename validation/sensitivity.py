@@ -365,7 +365,7 @@ def plot_table(table: SensitivityTable, path: Path) -> None:
     ax.set_ylabel(f"{table.metric} above fp16 (baseline {table.baseline_loss:.2g})")
     grouping = f", {table.group_size} channels per LUT" if table.group_size else ""
     ax.set_title(
-        f"{table.package}: one layer palettized ({table.granularity}{grouping})\n"
+        f"{table.package}: one layer palettized\n{table.granularity}{grouping}, "
         f"{table.calibration.get('items')} calibration items, {table.metric} vs fp32",
         fontsize=9,
     )
