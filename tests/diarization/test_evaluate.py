@@ -350,7 +350,18 @@ def test_ctrl_c_stops_a_ray_run_at_once(models, corpus, tmp_path):
     from coreml_diarize.diarization.evaluate_run import evaluate_corpus
 
     plan = _plan(models)
-    files = [f for f in load_corpus(corpus) if f.uri.startswith("meeting")]
+    # four copies of each meeting (8 files, 4 rounds on 2 actors): on a quiet machine the two
+    # meetings alone can finish within the 3 s below, and then no signal lands during the run
+    many = tmp_path / "corpus"
+    many.mkdir()
+    for path in corpus.glob("meeting*.wav"):
+        rttm = path.with_suffix(".rttm").read_text()
+        for copy in range(4):
+            uri = f"{path.stem}_{copy}"
+            shutil.copy(path, many / f"{uri}.wav")
+            (many / f"{uri}.rttm").write_text(rttm.replace(f" {path.stem} ", f" {uri} "))
+    files = [f for f in load_corpus(many) if f.uri.startswith("meeting")]
+    out = tmp_path / "out"
     sent: dict[str, float] = {}
 
     def interrupt_once_running() -> None:
@@ -363,7 +374,7 @@ def test_ctrl_c_stops_a_ray_run_at_once(models, corpus, tmp_path):
 
     threading.Thread(target=interrupt_once_running, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        evaluate_corpus(files, plan, tmp_path, workers=2, worker_memory_gb=1.0)
+        evaluate_corpus(files, plan, out, workers=2, worker_memory_gb=1.0)
     assert time.monotonic() - sent["at"] < 5.0
     assert not ray.is_initialized()
-    assert all(r["status"] == "ok" for r in _records(tmp_path, plan.keys["fp32"]).values())
+    assert all(r["status"] == "ok" for r in _records(out, plan.keys["fp32"]).values())
