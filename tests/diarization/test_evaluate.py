@@ -372,9 +372,14 @@ def test_ctrl_c_stops_a_ray_run_at_once(models, corpus, tmp_path):
         sent["at"] = time.monotonic()
         os.kill(os.getpid(), signal.SIGINT)
 
+    # a terminal's Ctrl-C: Python's own handler (pytest-xdist workers may run with SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     threading.Thread(target=interrupt_once_running, daemon=True).start()
-    with pytest.raises(KeyboardInterrupt):
-        evaluate_corpus(files, plan, out, workers=2, worker_memory_gb=1.0)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate_corpus(files, plan, out, workers=2, worker_memory_gb=1.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert time.monotonic() - sent["at"] < 5.0
     assert not ray.is_initialized()
     assert all(r["status"] == "ok" for r in _records(out, plan.keys["fp32"]).values())
